@@ -1,0 +1,49 @@
+#!/usr/bin/env python
+"""Render one paper table beside ours: Markdown, LaTeX and CSV.
+
+    python workflow_scripts/render_table.py --spec work/mini/tables/table1.json \
+        --records R1.json R2.json ... --out-prefix results/tables/table1
+
+Records files hold one metric record or a list of them (vcr.records). The logic is in
+vcr.tables.render; this file only parses arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--spec", required=True, help="table spec JSON (CONTRACT section 7)")
+    ap.add_argument(
+        "--records", nargs="*", default=[], help="metric record files (one record or a list)"
+    )
+    ap.add_argument("--out-prefix", required=True, help="writes PREFIX.md, PREFIX.tex, PREFIX.csv")
+    ap.add_argument("--paper-numbers", default=None, help="override vcr/tables/paper_numbers.yaml")
+    args = ap.parse_args(argv)
+
+    from vcr.records import read_records
+    from vcr.tables.paper import load_paper_numbers
+    from vcr.tables.render import build_cells, load_spec, write_outputs
+
+    missing = [p for p in args.records if not Path(p).exists()]
+    if missing:
+        ap.error(f"record file(s) not found: {missing}")
+    numbers = load_paper_numbers(args.paper_numbers)
+    spec = load_spec(args.spec)
+    records = read_records(args.records)
+    cells = build_cells(spec, records, numbers)
+    paths = write_outputs(spec, cells, args.out_prefix, numbers)
+    n_ok = sum(c["status"] == "ok" for c in cells)
+    print(
+        f"{spec['table']}: {n_ok}/{len(cells)} cells run from {len(records)} records -> "
+        + ", ".join(str(p) for p in paths.values())
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
