@@ -1,0 +1,458 @@
+"""Training recipes as data: one frozen dataclass per named recipe, overridable by key.
+
+A recipe holds everything the trainer needs besides the run's own parameters (``RunSpec``:
+arch, dataset, placement, alpha, beta, lr, seed). ``get_recipe(name, **overrides)`` returns a
+copy with overrides applied; an unknown key raises ``ConfigError`` naming it. The CPU "mini"
+scale runs the paper's recipes shrunk by overrides, e.g. ``epochs=4 batch_size=128
+warmup_epochs=1``.
+
+Conventions (the paper is silent on most; each choice is stated where the recipe is defined):
+- ``batch_size`` is the GLOBAL batch; each of W processes gets ``batch_size // W``.
+- ``lr`` is the lr at ``batch_size`` unless ``lr_scaling="linear"``, where it is a base lr per
+  256 images (SimCLR/VICReg: ``lr * batch_size / 256``). The trainer logs the resolved value.
+- Schedules are evaluated per optimizer step (warmup + main), which the paper's SSL sources and
+  App. A use; ``schedule_unit="epoch"`` steps them per epoch as torchvision's reference does.
+- Weight decay groups follow torchvision's ``set_weight_decay``: ``norm_weight_decay``,
+  ``bias_weight_decay`` and ``embedding_weight_decay`` (None = the main ``weight_decay``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from vcr.errors import ConfigError
+
+# The hyper-parameter grid VCR uses for every table (paper §4 / App. A). The pipeline expands it.
+PAPER_SWEEP: dict[str, tuple[float, ...]] = {
+    "alpha": (1.28, 0.64, 0.32, 0.16),
+    "beta": (0.16, 0.08, 0.04, 0.02, 0.01),
+    "lr": (0.016, 0.008),
+}
+
+OPTIMIZERS = ("sgd", "sgd_nesterov", "adamw", "adam", "lars", "rmsprop")
+SCHEDULERS = ("cosine", "step", "constant")
+TRANSFORMS = ("auto", "train_imagenet", "train_cifar", "ssl", "tv_preset", "none")
+METHODS = ("supervised", "simclr", "vicreg", "two_moons")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    method: str = "supervised"  # supervised | simclr | vicreg | two_moons
+    source: str = ""  # where the values come from (for run.json)
+    # --- length and batch
+    epochs: int = 90
+    batch_size: int = 256  # global batch
+    # --- optimizer
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    lr_scaling: str = "none"  # none | linear (lr is per 256 images)
+    momentum: float = 0.9
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 1e-4
+    norm_weight_decay: float | None = None  # None = weight_decay
+    bias_weight_decay: float | None = None
+    embedding_weight_decay: float | None = None  # ViT class token / position embedding
+    lars_eta: float = 0.001
+    lars_exclude_1d: bool = True  # LARS: no wd and no trust ratio on biases and norms
+    clip_grad_norm: float = 0.0  # 0 = off
+    # --- schedule
+    lr_scheduler: str = "cosine"  # cosine | step | constant
+    schedule_unit: str = "step"  # step | epoch
+    lr_min: float = 0.0  # absolute floor of the cosine
+    lr_min_ratio: float = 0.0  # floor as a fraction of the peak lr (VICReg: 0.001)
+    lr_step_size: int = 30
+    lr_gamma: float = 0.1
+    warmup_epochs: float = 0
+    warmup_method: str = "linear"  # linear | constant
+    warmup_decay: float = 0.0  # start factor of the warmup (torchvision: 0.01)
+    # --- loss-side regularisation
+    label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    # --- augmentation
+    train_transform: str = "auto"  # see TRANSFORMS; auto = train_cifar below 64 px else imagenet
+    auto_augment: str = ""  # "" | ra | ta_wide | augmix | imagenet
+    ra_magnitude: int = 9
+    augmix_severity: int = 3
+    random_erase: float = 0.0
+    interpolation: str = "bilinear"
+    train_crop_size: int = 224
+    val_resize_size: int = 256
+    val_crop_size: int = 224
+    # auto: the crop sizes above for datasets of >= 64 px, the native size for small images
+    # (mini/CIFAR at 32 px: upsampling to 224 would only cost time); recipe | native force it.
+    resolution: str = "auto"
+    # --- EMA (torchvision reference semantics)
+    model_ema: bool = False
+    model_ema_steps: int = 32
+    model_ema_decay: float = 0.99998
+    ema_for_final: bool = True  # evaluate and save the EMA weights when EMA is on
+    # --- model
+    model_kwargs: dict = field(default_factory=dict)
+    # --- SSL
+    temperature: float = 0.1
+    projector_hidden: int = 2048
+    projector_out: int = 256
+    projector_dims: tuple[int, ...] = (8192, 8192)
+    vicreg_coeffs: tuple[float, float, float] = (25.0, 25.0, 1.0)  # sim, std, cov
+    # --- VCR (the run's alpha/beta/placement come from the RunSpec)
+    vcr_eps: float = 1e-4
+    vcr_global_stats: bool = False  # DDP: local per-GPU stats (paper's Alg. 1 per GPU)
+    # --- mechanics
+    amp_dtype: str = "bf16"  # autocast dtype on GPU: bf16 | fp16 (with a GradScaler) | none
+    channels_last: bool = True  # on GPU
+    num_workers: int = 0
+    eval_every: int = 1  # evaluate on val every k epochs (and always after the last)
+    eval_batch_size: int = 0  # 0 = batch_size per process
+    print_freq: int = 50
+    max_steps_per_epoch: int = 0  # 0 = whole epoch (smoke tests)
+    inject_nan_step: int = -1  # fault-injection test hook: make the loss NaN at this global step
+    # --- two-moons only
+    hidden: int = 500
+    hidden_layers: int = 1
+    dropout: float = 0.0
+    batchnorm: bool = False
+    sd_coef: float = 0.0
+    two_moons_margin: float = 0.1
+    two_moons_n: int = 300
+    two_moons_vcr: tuple[float, float] = (0.0, 0.0)
+
+    def __post_init__(self):
+        checks = {
+            "method": METHODS,
+            "optimizer": OPTIMIZERS,
+            "lr_scheduler": SCHEDULERS,
+            "train_transform": TRANSFORMS,
+            "schedule_unit": ("step", "epoch"),
+            "lr_scaling": ("none", "linear"),
+            "warmup_method": ("linear", "constant"),
+            "resolution": ("auto", "recipe", "native"),
+            "auto_augment": ("", "ra", "ta_wide", "augmix", "imagenet"),
+            "amp_dtype": ("bf16", "fp16", "none"),
+        }
+        for key, allowed in checks.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(
+                    f"recipe {self.name}: {key}={getattr(self, key)!r}, expected one of {allowed}"
+                )
+        if self.epochs < 0 or self.batch_size <= 0:
+            raise ConfigError(f"recipe {self.name}: epochs >= 0 and batch_size > 0 required")
+        if self.warmup_epochs > self.epochs and self.epochs > 0:
+            raise ConfigError(
+                f"recipe {self.name}: warmup_epochs={self.warmup_epochs} > epochs={self.epochs}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# The named recipes. Values are the paper's / sources' (PAPER_PROTOCOLS §0.1, §3.2, §6, §7, §9).
+# ---------------------------------------------------------------------------------------------
+RECIPES: dict[str, Recipe] = {}
+
+
+def register(recipe: Recipe) -> Recipe:
+    RECIPES[recipe.name] = recipe
+    return recipe
+
+
+# torchvision references/classification (§3.2). Batch = global batch of the released weights.
+# Repeated-augmentation sampling (--ra-sampler) is NOT implemented: our sampler is the plain
+# seeded permutation (needed for bit-identical resume); stated in run.json via `source`.
+register(
+    Recipe(
+        name="tv_resnet50_v1",
+        source="torchvision ResNet50_Weights.IMAGENET1K_V1: SGD 0.1, bs 256, 90 ep, step 30/0.1",
+        epochs=90,
+        batch_size=256,
+        optimizer="sgd",
+        lr=0.1,
+        weight_decay=1e-4,
+        lr_scheduler="step",
+        schedule_unit="epoch",
+        lr_step_size=30,
+        lr_gamma=0.1,
+        train_transform="tv_preset",
+        train_crop_size=224,
+        val_resize_size=256,
+        val_crop_size=224,
+    )
+)
+register(
+    Recipe(
+        name="tv_resnet50_v2",
+        source="torchvision ResNet50_Weights.IMAGENET1K_V2 recipe (no ra-sampler)",
+        epochs=600,
+        batch_size=1024,
+        optimizer="sgd",
+        lr=0.5,
+        weight_decay=2e-5,
+        norm_weight_decay=0.0,
+        lr_scheduler="cosine",
+        schedule_unit="epoch",
+        warmup_epochs=5,
+        warmup_method="linear",
+        warmup_decay=0.01,
+        label_smoothing=0.1,
+        mixup_alpha=0.2,
+        cutmix_alpha=1.0,
+        auto_augment="ta_wide",
+        random_erase=0.1,
+        train_transform="tv_preset",
+        train_crop_size=176,
+        val_resize_size=232,
+        val_crop_size=224,
+        model_ema=True,
+    )
+)
+register(
+    Recipe(
+        name="tv_convnext_tiny",
+        source="torchvision ConvNeXt_Tiny_Weights.IMAGENET1K_V1 recipe (no ra-sampler)",
+        epochs=600,
+        batch_size=1024,
+        optimizer="adamw",
+        lr=1e-3,
+        weight_decay=0.05,
+        norm_weight_decay=0.0,
+        lr_scheduler="cosine",
+        schedule_unit="epoch",
+        warmup_epochs=5,
+        warmup_decay=0.01,
+        label_smoothing=0.1,
+        mixup_alpha=0.2,
+        cutmix_alpha=1.0,
+        auto_augment="ta_wide",
+        random_erase=0.1,
+        train_transform="tv_preset",
+        train_crop_size=176,
+        val_resize_size=232,
+        val_crop_size=224,
+        model_ema=True,
+        model_kwargs={"drop_path_rate": 0.1},  # torchvision stochastic_depth_prob default
+    )
+)
+register(
+    Recipe(
+        name="tv_vit_b_32",
+        source="torchvision ViT_B_32_Weights.IMAGENET1K_V1 recipe (no ra-sampler)",
+        epochs=300,
+        batch_size=4096,
+        optimizer="adamw",
+        lr=3e-3,
+        weight_decay=0.3,
+        lr_scheduler="cosine",
+        schedule_unit="epoch",
+        warmup_epochs=30,
+        warmup_decay=0.033,
+        label_smoothing=0.11,
+        mixup_alpha=0.2,
+        cutmix_alpha=1.0,
+        auto_augment="imagenet",
+        clip_grad_norm=1.0,
+        train_transform="tv_preset",
+        train_crop_size=224,
+        val_resize_size=256,
+        val_crop_size=224,
+        model_ema=True,
+    )
+)
+
+# App. A (ConvNeXt-Atto on ImageNet). The paper names no optimizer: AdamW is our choice (the
+# ConvNeXt family's optimizer, and the one that makes wd 0.05 meaningful). "Norm layers
+# excluded" from wd: we also exclude biases (timm/ConvNeXt convention; bias_weight_decay=None
+# puts them back). Warmup starts from 0 (warmup_decay=0). Augmentation is not stated: plain
+# RandomResizedCrop + flip, no label smoothing/mixup/EMA ("train_imagenet").
+_ATTO = dict(
+    epochs=90,
+    batch_size=4096,
+    optimizer="adamw",
+    lr=0.016,
+    weight_decay=0.05,
+    norm_weight_decay=0.0,
+    bias_weight_decay=0.0,
+    lr_scheduler="cosine",
+    warmup_epochs=5,
+    train_transform="auto",
+)
+register(Recipe(name="atto_in1k_90ep", source="VCR App. A; AdamW/augmentation ours", **_ATTO))
+register(
+    Recipe(
+        name="atto_superclass_200ep",
+        source="VCR App. B.2 (= App. A for 200 epochs); AdamW/augmentation ours",
+        **{**_ATTO, "epochs": 200},
+    )
+)
+
+# Table 3 (App. B.3): ResNet-32 on CIFAR-LT. "Adam" with wd 0.05: with plain Adam (L2 added to
+# the gradient) a wd of 0.05 is divided by the adaptive denominator and dominates small
+# gradients; we take AdamW (decoupled), under which 0.05 is the usual value. optimizer=adam
+# switches to Adam+L2. Augmentation not stated: pad-4 crop + flip (the LDAM-DRW standard).
+register(
+    Recipe(
+        name="resnet32_lt",
+        source="VCR App. B.3; AdamW (switch: optimizer=adam), pad-4 crop + flip ours",
+        epochs=100,
+        batch_size=256,
+        optimizer="adamw",
+        lr=0.016,
+        weight_decay=0.05,
+        norm_weight_decay=0.0,
+        bias_weight_decay=0.0,
+        lr_scheduler="cosine",
+        warmup_epochs=10,
+        train_transform="train_cifar",
+    )
+)
+
+# Table 4 (App. B.4): SimCLR / VICReg ResNet-50, LARS, 100 epochs, batch 4096, 5-epoch warmup
+# as VCR says (SimCLR/VICReg themselves use 10: warmup_epochs=10). lr = base * batch / 256.
+# Not given by VCR, taken from the sources: wd 1e-6, LARS eta 0.001 with biases/norms excluded,
+# SimCLR temperature 0.1 (best at batch 4096, SimCLR Table 5), VICReg 25/25/1 and lr floor
+# 0.001 x peak. Projectors as VCR describes them (SimCLR 2048-2048-256, VICReg 2048-8192-8192,
+# BN after every layer); see vcr/ssl.py.
+_SSL = dict(
+    epochs=100,
+    batch_size=4096,
+    optimizer="lars",
+    lr_scaling="linear",
+    weight_decay=1e-6,
+    lars_eta=0.001,
+    lr_scheduler="cosine",
+    warmup_epochs=5,
+    train_transform="ssl",
+)
+register(
+    Recipe(
+        name="simclr_100ep",
+        method="simclr",
+        source="VCR App. B.4 + SimCLR v1 (temperature 0.1, wd 1e-6, LARS)",
+        lr=0.3,
+        temperature=0.1,
+        projector_hidden=2048,
+        projector_out=256,
+        **_SSL,
+    )
+)
+register(
+    Recipe(
+        name="vicreg_100ep",
+        method="vicreg",
+        source="VCR App. B.4 + facebookresearch/vicreg (25/25/1, wd 1e-6, LARS)",
+        lr=0.2,
+        lr_min_ratio=0.001,
+        projector_dims=(8192, 8192),
+        vicreg_coeffs=(25.0, 25.0, 1.0),
+        **_SSL,
+    )
+)
+
+# Fig. 2 two-moons (Gradient Starvation code, §7): full batch, softplus loss on ±1 labels,
+# SGD lr 1e-2 momentum 0.9, 10,000 epochs, one hidden layer of 500 (GS's network; VCR's
+# "three-layer" read as 2 -> 500 -> 1 counted with the input layer; hidden_layers=2 is the
+# other reading). Baseline strengths are GS's: wd 0.01, dropout 0.7, BN, SD 0.003 (see
+# vcr/two_moons.py). VCR alpha/beta are not given by the paper: ours in two_moons_vcr.
+register(
+    Recipe(
+        name="two_moons",
+        method="two_moons",
+        source="Gradient Starvation moon_fig_3.py; VCR alpha/beta ours",
+        epochs=10_000,
+        batch_size=300,
+        optimizer="sgd",
+        lr=1e-2,
+        momentum=0.9,
+        weight_decay=0.0,
+        lr_scheduler="constant",
+        train_transform="none",
+        hidden=500,
+        hidden_layers=1,
+        two_moons_margin=0.1,
+        two_moons_n=300,
+        two_moons_vcr=(1.28, 0.16),
+    )
+)
+
+
+# ---------------------------------------------------------------------------------------------
+def recipe_names() -> list[str]:
+    return sorted(RECIPES)
+
+
+def get_recipe(name: str, **overrides) -> Recipe:
+    """The named recipe with ``overrides`` applied (values already typed, or strings from
+    ``--set k=v`` which are parsed to the field's type)."""
+    if name not in RECIPES:
+        raise ConfigError(f"recipe={name!r}: unknown recipe, expected one of {recipe_names()}")
+    base = RECIPES[name]
+    known = {f.name: f for f in fields(Recipe)}
+    typed = {}
+    for key, value in overrides.items():
+        if key not in known or key == "name":
+            raise ConfigError(
+                f"recipe {name}: unknown override key {key!r} (known keys: {sorted(known)})"
+            )
+        optional = "None" in str(known[key].type)
+        if optional and (value is None or value in ("None", "null", "none")):
+            typed[key] = None
+        else:
+            typed[key] = coerce(key, value, getattr(base, key))
+    return dataclasses.replace(base, **typed)
+
+
+def coerce(key: str, value: Any, like: Any) -> Any:
+    """Parse ``value`` (often a string from the command line) to the type of ``like``."""
+    if isinstance(value, str):
+        import yaml
+
+        try:
+            value = yaml.safe_load(value) if value != "" else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"recipe key {key}: cannot parse {value!r}: {err}") from None
+    try:
+        if isinstance(like, bool):
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if isinstance(like, int) and not isinstance(like, bool):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError
+            return value
+        if isinstance(like, float):
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if isinstance(like, tuple):
+            if isinstance(value, int | float):
+                value = [value]
+            return tuple(type(like[0])(v) if like else v for v in value)
+        if isinstance(like, dict):
+            if not isinstance(value, dict):
+                raise TypeError
+            return value
+        if like is None:  # Optional[float] fields currently None
+            return float(value)
+        if isinstance(like, str):
+            return "" if value is None else str(value)
+    except (TypeError, ValueError):
+        pass
+    else:
+        return value
+    raise ConfigError(f"recipe key {key}: value {value!r} does not fit {type(like).__name__}")
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, str]:
+    """``["epochs=4", "batch_size=128"]`` -> ``{"epochs": "4", "batch_size": "128"}``."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
