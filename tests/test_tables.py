@@ -298,3 +298,21 @@ def test_spec_errors_name_the_key():
         build_cells(spec, [], NUMBERS)
     with pytest.raises(ConfigError, match="table9"):
         build_cells({**_spec("table3"), "table": "table9"}, [], NUMBERS)
+
+
+def test_column_protocol_and_match_pick_the_records():
+    spec = _spec("table3")
+    spec["columns"][0].update(protocol="classifier", match={"dataset": "mini_objects"})
+    good = _records("table3", "resnet32", "cifar10_lt", [0, 1], [(0, 0, 0)], None, lambda h, s: 0.5)
+    for r in good:
+        r["protocol"] = "classifier"
+    wrong_proto = _records(
+        "table3", "resnet32", "cifar10_lt", [2], [(0, 0, 0)], None, lambda h, s: 0.9
+    )  # protocol "lbfgs"
+    wrong_data = _records(
+        "table3", "resnet32", "cifar10_lt", [3], [(0, 0, 0)], None, lambda h, s: 0.9
+    )
+    wrong_data[0]["run"]["dataset"] = "mini_objects_lt"
+    wrong_data[0]["protocol"] = "classifier"
+    c = _cell(build_cells(spec, good + wrong_proto + wrong_data, NUMBERS), "resnet32", "cifar10_lt")
+    assert c["n"] == 2 and c["mean"] == pytest.approx(50.0) and c["protocol"] == "classifier"

@@ -8,8 +8,9 @@ Input: a table spec (CONTRACT section 7, written by ``vcr.plan``)::
                   "metric": "top1"}]}
 
 plus metric records (``vcr.records``) and the paper numbers (``paper_numbers.yaml``). A record
-belongs to a cell when every ``match`` item equals its run parameter, its run's scale is the
-spec's scale, and its ``eval_dataset`` and ``metric`` equal the column's. The cell's number comes
+belongs to a cell when every row ``match`` item equals its run parameter, its run's scale is the
+spec's scale, and its ``eval_dataset`` and ``metric`` equal the column's; columns may also carry
+``protocol`` and their own ``match`` (both optional, checked when present). The cell's number comes
 from ``vcr.select.select`` (alpha/beta/lr chosen on validation only).
 
 A cell whose column has ``eval_dataset: null`` (not in this scale's plan) or that has no records
@@ -75,6 +76,12 @@ def validate_spec(spec: dict, numbers: dict | None = None) -> dict:
         for key in ("key", "eval_dataset"):
             if key not in col:
                 raise ConfigError(f"table spec {spec['table']}: columns[{i}] misses {key!r}")
+        unknown = set(col.get("match") or {}) - _RUN_FIELDS
+        if unknown:
+            raise ConfigError(
+                f"table spec {spec['table']}: columns[{i}].match has unknown run parameter(s) "
+                f"{sorted(unknown)}; expected RunSpec fields {sorted(_RUN_FIELDS)}"
+            )
         if col["eval_dataset"] is not None and not col.get("metric"):
             raise ConfigError(
                 f"table spec {spec['table']}: columns[{i}] ({col['key']}) has an eval_dataset "
@@ -101,6 +108,17 @@ def _equal(a, b) -> bool:
 def matches(match: dict, run: dict) -> bool:
     """True when every ``match`` item equals the run parameter (numbers compared as floats)."""
     return all(k in run and _equal(v, run[k]) for k, v in match.items())
+
+
+def column_matches(col: dict, record: dict) -> bool:
+    """A record belongs to a column by eval_dataset and metric, and, where the spec gives them,
+    by ``protocol`` (one eval dataset can be probed two ways, e.g. L-BFGS and fine-tuning) and
+    by the column's own ``match`` on run params (Tables 2 and 3 pretrain per column)."""
+    if record["eval_dataset"] != col["eval_dataset"] or record["metric"] != col.get("metric"):
+        return False
+    if col.get("protocol") is not None and record.get("protocol") != col["protocol"]:
+        return False
+    return matches(col.get("match") or {}, record["run"])
 
 
 # ----------------------------------------------------------------------------- cells
@@ -144,11 +162,7 @@ def build_cells(spec: dict, records: list[dict], numbers: dict | None = None) ->
                 cell["status"] = "not in plan"
                 cells.append(cell)
                 continue
-            cell_recs = [
-                r
-                for r in row_recs
-                if r["eval_dataset"] == col["eval_dataset"] and r["metric"] == col["metric"]
-            ]
+            cell_recs = [r for r in row_recs if column_matches(col, r)]
             sel = select(cell_recs, where=f"{table}/{row['key']}/{col['key']}")
             if sel is None:
                 cell["status"] = "no records"
