@@ -246,9 +246,11 @@ def caption(spec: dict, cells: list[dict], numbers: dict | None = None) -> str:
     # Group the column notes so "L-BFGS linear probe, top-1: Food, Cars, DTD" is said once.
     notes: dict[str, list[str]] = {}
     for col in spec["columns"]:
-        note = column_meta(col["key"], numbers).get("note", "")
-        if col.get("metric"):
-            note = f"{note} [record metric: {col['metric']}]" if note else col["metric"]
+        cmeta = column_meta(col["key"], numbers)
+        note = cmeta.get("note", "")
+        if col.get("metric") and col["metric"] != cmeta.get("metric"):
+            # say so when our records measure something other than the paper's metric
+            note = f"{note} [ours: {col['metric']}]" if note else col["metric"]
         label = col.get("label") or column_meta(col["key"], numbers).get("label") or col["key"]
         notes.setdefault(note or "unspecified", []).append(label)
     measured = "; ".join(f"{', '.join(labels)}: {note}" for note, labels in notes.items())
