@@ -1,0 +1,287 @@
+"""Put VCR layers at the paper's placements on a model, by forward hooks, and take them off.
+
+Placements (App. A, Table 6), all with the fast op ``vcr.regularizer.VCRLayer``:
+
+* ``blocks`` (VCR2, the paper's default): the output of every block.
+* ``final`` (VCR1): the input of the classifier (pooled penultimate features), by a forward
+  pre-hook on the classifier module (also when it is ``nn.Identity`` in a ``num_classes=0``
+  backbone).
+* ``downsample`` (VCR3): the output of every downsampling layer (see the per-architecture
+  choice below).
+* ``blocks+downsample`` (VCR4): both.
+
+Hooks keep module names and ``state_dict`` keys unchanged; the layers live in a plain attribute
+``model._vcr_layers`` (not submodules) that ``vcr_penalty(model)`` reads.
+
+What "downsample" means per architecture (the paper only defines it for ConvNeXt):
+
+* ConvNeXt (timm): the stem (patchify conv) and the 3 stage downsample layers (norm + 2x2/2
+  conv), i.e. torchvision's ConvNeXt ``features`` layers that are not stages: 4 layers.
+* ResNet (timm / torchvision naming): the stem output (after max-pool) and every projection
+  shortcut (``layerK.0.downsample``; ResNet-50: 4), i.e. every layer that changes resolution or
+  width outside the residual branches: resnet50 has 5.
+* CIFAR ResNet: the stem and the option-A shortcuts of the strided blocks (subsample +
+  zero-pad, parameter-free: its gradient reaches the previous block): 3.
+* ViT and the MLP have none: the paper says so for ViT; asking for it raises ``ConfigError``.
+
+SSL models (``backbone`` + ``projector``): VCR goes on the backbone exactly as above (App. B.4:
+"we just applied the VCR layers to the ResNet-50 network"); ``regularize_projector=True`` adds
+the projector's hidden activations (each ReLU output) and its output embedding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from vcr.errors import ConfigError
+from vcr.regularizer import VCRLayer
+
+__all__ = [
+    "ARCHITECTURES",
+    "PLACEMENTS",
+    "VCRSites",
+    "attach_vcr",
+    "detach_vcr",
+    "register_architecture",
+    "vcr_layers",
+    "vcr_sites",
+    "vcr_stats",
+]
+
+PLACEMENTS = ("none", "blocks", "final", "downsample", "blocks+downsample")
+
+
+@dataclass
+class VCRSites:
+    """Where VCR can go on one architecture (module names as in ``model.named_modules()``)."""
+
+    arch: str
+    blocks: list[str]
+    classifier: str
+    downsample: list[str] | None = None  # None: the architecture has no downsample layers
+    projector: list[str] = field(default_factory=list)
+
+
+# name -> (matcher, sites function); the first matching entry wins
+ARCHITECTURES: dict[str, tuple[Callable[[nn.Module], bool], Callable[[nn.Module], VCRSites]]] = {}
+
+
+def register_architecture(name: str, matcher: Callable[[nn.Module], bool]):
+    """Decorator: register ``fn(model) -> VCRSites`` for models where ``matcher(model)``."""
+
+    def deco(fn):
+        ARCHITECTURES[name] = (matcher, fn)
+        return fn
+
+    return deco
+
+
+def _is_class(cls_name: str, *module_prefixes: str):
+    def match(model: nn.Module) -> bool:
+        t = type(model)
+        return t.__name__ == cls_name and t.__module__.startswith(module_prefixes)
+
+    return match
+
+
+def _children_names(model: nn.Module, parent: str) -> list[str]:
+    mod = model.get_submodule(parent)
+    return [f"{parent}.{k}" for k, _ in mod.named_children()]
+
+
+@register_architecture("resnet", _is_class("ResNet", "timm.", "torchvision."))
+def _resnet_sites(model) -> VCRSites:
+    blocks, down = [], ["maxpool"]
+    for i in range(1, 5):
+        for name in _children_names(model, f"layer{i}"):
+            blocks.append(name)
+            if getattr(model.get_submodule(name), "downsample", None) is not None:
+                down.append(f"{name}.downsample")
+    return VCRSites("resnet", blocks, "fc", down)
+
+
+@register_architecture("convnext", _is_class("ConvNeXt", "timm."))
+def _convnext_sites(model) -> VCRSites:
+    blocks, down = [], ["stem"]
+    for stage in _children_names(model, "stages"):
+        if not isinstance(model.get_submodule(f"{stage}.downsample"), nn.Identity):
+            down.append(f"{stage}.downsample")
+        blocks += _children_names(model, f"{stage}.blocks")
+    return VCRSites("convnext", blocks, "head.fc", down)
+
+
+@register_architecture("vit", _is_class("VisionTransformer", "timm."))
+def _vit_sites(model) -> VCRSites:
+    # Blocks output (N, T, D): every token (class and register tokens included) is a sample.
+    return VCRSites("vit", _children_names(model, "blocks"), "head", None)
+
+
+@register_architecture("cifar_resnet", _is_class("CifarResNet", "vcr."))
+def _cifar_resnet_sites(model) -> VCRSites:
+    blocks, down = [], ["stem"]
+    for i in range(1, 4):
+        for name in _children_names(model, f"layer{i}"):
+            blocks.append(name)
+            if not isinstance(model.get_submodule(name).shortcut, nn.Identity):
+                down.append(f"{name}.shortcut")
+    return VCRSites("cifar_resnet", blocks, "fc", down)
+
+
+@register_architecture("mlp", _is_class("TwoMoonsMLP", "vcr."))
+def _mlp_sites(model) -> VCRSites:
+    # a block = Linear [BN] [Dropout] ReLU: its output is a hidden activation
+    return VCRSites("mlp", _children_names(model, "blocks"), "fc", None)
+
+
+def _is_ssl(model) -> bool:
+    return isinstance(getattr(model, "backbone", None), nn.Module) and isinstance(
+        getattr(model, "projector", None), nn.Module
+    )
+
+
+@register_architecture("ssl", _is_ssl)
+def _ssl_sites(model) -> VCRSites:
+    inner = vcr_sites(model.backbone)
+    pre = "backbone."
+    proj = [f"projector.{k}" for k, m in model.projector.named_children() if isinstance(m, nn.ReLU)]
+    last = list(model.projector.named_children())
+    if last and f"projector.{last[-1][0]}" not in proj:
+        proj.append(f"projector.{last[-1][0]}")
+    return VCRSites(
+        f"ssl({inner.arch})",
+        [pre + b for b in inner.blocks],
+        pre + inner.classifier,
+        None if inner.downsample is None else [pre + d for d in inner.downsample],
+        proj,
+    )
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    # attach to the model inside a DDP / DataParallel wrapper (their child is ``module``)
+    if type(model).__name__ in ("DistributedDataParallel", "DataParallel"):
+        return model.module
+    return model
+
+
+def vcr_sites(model: nn.Module) -> VCRSites:
+    """The architecture's VCR sites (raises ConfigError for an unknown architecture)."""
+    model = _unwrap(model)
+    for matcher, fn in ARCHITECTURES.values():
+        if matcher(model):
+            return fn(model)
+    raise ConfigError(
+        f"attach_vcr does not know where the blocks of a {type(model).__module__}."
+        f"{type(model).__name__} are; known architectures: {sorted(ARCHITECTURES)} "
+        "(add one with vcr.attach.register_architecture)"
+    )
+
+
+def attach_vcr(
+    model: nn.Module,
+    placement: str,
+    *,
+    alpha: float,
+    beta: float,
+    regularize_projector: bool = False,
+    **vcr_kwargs,
+) -> list[str]:
+    """Register VCR layers at ``placement``; return the regularized module names.
+
+    ``vcr_kwargs`` go to every ``VCRLayer`` (eps, delta, cov_scale, layout, global_stats,
+    check_finite). For ``final`` the returned name is the classifier whose *input* is
+    regularized. Raises ``ConfigError`` for an unknown placement, a placement the architecture
+    lacks (downsample on ViT/MLP), or a model that already has VCR attached.
+    """
+    if placement not in PLACEMENTS:
+        raise ConfigError(f"placement={placement!r} is not one of {PLACEMENTS}")
+    model = _unwrap(model)
+    if model.__dict__.get("_vcr_layers"):
+        raise ConfigError("attach_vcr: this model already has VCR attached; detach_vcr() first")
+    if placement == "none":
+        return []
+    sites = vcr_sites(model)
+    if "downsample" in placement and sites.downsample is None:
+        raise ConfigError(
+            f"placement={placement!r}: a {sites.arch} has no downsample layers (App. A: "
+            "'architectures like ViT lack downsample layers'); use 'blocks' or 'final'"
+        )
+    if placement == "final":
+        hooked = []
+        pre_hooked = [sites.classifier]
+    else:
+        hooked = list(sites.blocks) if "blocks" in placement else []
+        if "downsample" in placement:
+            hooked += sites.downsample
+        pre_hooked = []
+    if regularize_projector:
+        if not sites.projector:
+            raise ConfigError(
+                f"regularize_projector=True, but a {sites.arch} has no projector "
+                "(it needs a model with .backbone and .projector)"
+            )
+        hooked += sites.projector
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    hooked = sorted(dict.fromkeys(hooked), key=order.__getitem__)
+
+    layers: dict[str, VCRLayer] = {}
+    handles = []
+    for name in pre_hooked:
+        layer = VCRLayer(alpha, beta, name=f"{name}:input", **vcr_kwargs)
+        handles.append(model.get_submodule(name).register_forward_pre_hook(_pre_hook(layer)))
+        layers[name] = layer
+    for name in hooked:
+        layer = VCRLayer(alpha, beta, name=name, **vcr_kwargs)
+        handles.append(model.get_submodule(name).register_forward_hook(_post_hook(layer)))
+        layers[name] = layer
+    # plain attributes, not submodules: named_modules() and state_dict() stay as they were
+    model.__dict__["_vcr_layers"] = layers
+    model.__dict__["_vcr_handles"] = handles
+    return list(layers)
+
+
+# The layers are not submodules, so model.train()/eval() does not reach them: each hook copies
+# the hooked module's mode. The hooks return None, so the module's output is left as it was.
+def _pre_hook(layer: VCRLayer):
+    def hook(module, args):
+        layer.training = module.training
+        layer(args[0])  # returns its input; the zero scalar is kept for vcr_penalty
+
+    return hook
+
+
+def _post_hook(layer: VCRLayer):
+    def hook(module, args, output):
+        layer.training = module.training
+        layer(output)
+
+    return hook
+
+
+def detach_vcr(model: nn.Module) -> None:
+    """Remove every VCR hook and layer; the model is then exactly as before ``attach_vcr``."""
+    model = _unwrap(model)
+    for h in model.__dict__.pop("_vcr_handles", []):
+        h.remove()
+    model.__dict__.pop("_vcr_layers", None)
+
+
+def vcr_layers(model: nn.Module) -> dict[str, VCRLayer]:
+    """The attached layers by module name (empty when none)."""
+    return dict(_unwrap(model).__dict__.get("_vcr_layers") or {})
+
+
+def vcr_stats(model: nn.Module) -> dict[str, float]:
+    """Mean over layers of the last backward's ``l_var``, ``l_cov``, ``std_mean`` as floats
+    (keys ``vcr/l_var``, ``vcr/l_cov``, ``vcr/std_mean``); empty when none attached or no
+    backward has run yet. One host sync per call: call it at logging time, not every step."""
+    import torch
+
+    lasts = [lay.last for lay in vcr_layers(model).values() if lay.last is not None]
+    if not lasts:
+        return {}
+    keys = ("l_var", "l_cov", "std_mean")
+    vals = torch.stack([torch.stack([last[k].float() for last in lasts]).mean() for k in keys])
+    return {f"vcr/{k}": float(v) for k, v in zip(keys, vals.tolist())}

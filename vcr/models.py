@@ -1,0 +1,503 @@
+"""Models: the project's own (CIFAR ResNet, two-moons MLP, mini timm models, SSL heads) and timm.
+
+``create_model(name)`` looks up the project's registry first, then falls back to
+``timm.create_model(name, pretrained=False)``. Every model follows the timm conventions the rest
+of the project relies on: ``num_classes=0`` gives a backbone whose ``forward`` returns the pooled
+penultimate features, and ``model.num_features`` is their width.
+
+timm is imported inside the functions that need it (``import vcr.models`` stays cheap).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vcr.errors import ConfigError
+
+__all__ = [
+    "BasicBlockA",
+    "CifarResNet",
+    "SSLModel",
+    "TwoMoonsMLP",
+    "cifar_resnet",
+    "cifar_resnet32",
+    "create_model",
+    "feature_dim",
+    "list_models",
+    "load_backbone",
+    "mini_convnext",
+    "mini_resnet",
+    "mini_vit",
+    "register_model",
+    "save_backbone",
+    "simclr_projector",
+    "two_moons_mlp",
+    "vicreg_projector",
+]
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Add a model factory ``fn(num_classes=..., **kwargs)`` to the registry under its name."""
+    _MODELS[fn.__name__] = fn
+    return fn
+
+
+def list_models() -> list[str]:
+    """The project's own model names (any timm name also works in ``create_model``)."""
+    return sorted(_MODELS)
+
+
+def create_model(name: str, num_classes: int | None = None, **kwargs) -> nn.Module:
+    """Build a model by name: the project's registry first, then timm (never pretrained).
+
+    ``num_classes=None`` keeps the model's own default (1000 for timm names, 10 for the CIFAR and
+    mini models, 1 logit for the two-moons MLP); ``0`` gives a feature backbone.
+    """
+    if name in _MODELS:
+        if num_classes is not None:
+            kwargs["num_classes"] = num_classes
+        return _MODELS[name](**kwargs)
+    import timm
+
+    if not timm.is_model(name):
+        raise ConfigError(
+            f"unknown model arch={name!r}: not one of the project's models {list_models()} "
+            "and not a timm model name (see timm.list_models())"
+        )
+    if "pretrained" in kwargs and kwargs["pretrained"]:
+        raise ConfigError(
+            f"arch={name!r}: pretrained=True would download weights; runs never download. "
+            "Import weights with --init-weights PATH instead."
+        )
+    kwargs.pop("pretrained", None)
+    nc = 1000 if num_classes is None else num_classes
+    return timm.create_model(name, pretrained=False, num_classes=nc, **kwargs)
+
+
+def feature_dim(model: nn.Module) -> int:
+    """Width of the pooled penultimate features (``model.num_features``, timm's convention)."""
+    model = getattr(model, "module", model)  # DDP
+    if isinstance(model, SSLModel):
+        model = model.backbone
+    dim = getattr(model, "num_features", None)
+    if not isinstance(dim, int):
+        raise ConfigError(f"{type(model).__name__} has no integer num_features attribute")
+    return dim
+
+
+# --------------------------------------------------------------------------------------------
+# CIFAR ResNet (Cao et al. 2019 / Idelbayev), PAPER_PROTOCOLS.md section 6
+# --------------------------------------------------------------------------------------------
+class _ShortcutA(nn.Module):
+    """Option-A shortcut: parameter-free; subsample by 2 and zero-pad the channels."""
+
+    def __init__(self, pad: int):
+        super().__init__()
+        self.pad = pad
+
+    def forward(self, x):
+        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
+
+
+class BasicBlockA(nn.Module):
+    """conv3x3-BN-ReLU, conv3x3-BN, + shortcut, ReLU (LDAM-DRW ``models/resnet_cifar.py``)."""
+
+    expansion = 1
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: str = "A"):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_planes != planes:
+            if shortcut == "A":
+                self.shortcut = _ShortcutA(planes // 4)
+            elif shortcut == "B":
+                self.shortcut = nn.Sequential(
+                    nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
+                )
+            else:
+                raise ConfigError(f"cifar_resnet shortcut={shortcut!r} is not 'A' or 'B'")
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """ResNet-(6n+2) for 32x32 inputs: stem 3x3 conv 3->16, three stages of n BasicBlocks with
+    widths 16/32/64 and strides 1/2/2, global average pooling, linear classifier.
+
+    Module names follow timm's layout (``stem``, ``layer1..3``, ``global_pool``, ``fc``) so the
+    attach logic and ``forward_features``/``forward_head`` work as for timm models.
+    """
+
+    def __init__(
+        self,
+        depth: int = 32,
+        num_classes: int = 10,
+        widths: tuple[int, int, int] = (16, 32, 64),
+        shortcut: str = "A",
+        in_chans: int = 3,
+    ):
+        super().__init__()
+        if (depth - 2) % 6 != 0 or depth < 8:
+            raise ConfigError(f"cifar_resnet depth={depth} must be 6n+2 (20, 32, 44, 56, 110)")
+        n = (depth - 2) // 6
+        self.depth = depth
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_chans, widths[0], 3, 1, 1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
+        )
+        in_planes = widths[0]
+        for i, (w, s) in enumerate(zip(widths, (1, 2, 2)), start=1):
+            blocks = []
+            for j in range(n):
+                blocks.append(BasicBlockA(in_planes, w, s if j == 0 else 1, shortcut))
+                in_planes = w
+            self.add_module(f"layer{i}", nn.Sequential(*blocks))
+        self.num_features = in_planes
+        self.num_classes = num_classes
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_planes, num_classes) if num_classes > 0 else nn.Identity()
+        for m in self.modules():
+            # kaiming_normal_ (fan_in) on every Conv2d and Linear weight, as LDAM's _weights_init
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight)
+
+    def forward_features(self, x):
+        return self.layer3(self.layer2(self.layer1(self.stem(x))))
+
+    def forward_head(self, x, pre_logits: bool = False):
+        x = self.global_pool(x).flatten(1)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+
+@register_model
+def cifar_resnet(depth: int = 32, num_classes: int = 10, **kwargs) -> CifarResNet:
+    return CifarResNet(depth=depth, num_classes=num_classes, **kwargs)
+
+
+@register_model
+def cifar_resnet32(num_classes: int = 10, **kwargs) -> CifarResNet:
+    """ResNet-32 of Cao et al. (LDAM-DRW): 5 BasicBlocks per stage, option-A shortcuts, ~0.46M
+    parameters; used by Table 3 (long-tail CIFAR)."""
+    return CifarResNet(depth=32, num_classes=num_classes, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# two-moons MLP (Fig. 2)
+# --------------------------------------------------------------------------------------------
+class TwoMoonsMLP(nn.Module):
+    """in_dim -> hidden... -> num_classes MLP; ``blocks[i]`` = Linear [BN] [Dropout] ReLU.
+
+    Dropout and BatchNorm1d act on the hidden pre-activations, as in the Gradient Starvation
+    baselines (PAPER_PROTOCOLS.md section 7). The block outputs (hidden activations) are where
+    VCR's "blocks" placement goes.
+    """
+
+    def __init__(
+        self,
+        hidden: tuple[int, ...] = (500, 500),
+        dropout: float = 0.0,
+        batchnorm: bool = False,
+        num_classes: int = 1,
+        in_dim: int = 2,
+    ):
+        super().__init__()
+        blocks = []
+        d = in_dim
+        for width in hidden:
+            layers: list[nn.Module] = [nn.Linear(d, width)]
+            if batchnorm:
+                layers.append(nn.BatchNorm1d(width))
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            layers.append(nn.ReLU())
+            blocks.append(nn.Sequential(*layers))
+            d = width
+        self.blocks = nn.Sequential(*blocks)
+        self.num_features = d
+        self.num_classes = num_classes
+        self.fc = nn.Linear(d, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, x):
+        return self.blocks(x)
+
+    def forward_head(self, x, pre_logits: bool = False):
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x):
+        return self.fc(self.blocks(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+
+@register_model
+def two_moons_mlp(
+    hidden: tuple[int, ...] = (500, 500),
+    dropout: float = 0.0,
+    batchnorm: bool = False,
+    num_classes: int = 1,
+    in_dim: int = 2,
+) -> TwoMoonsMLP:
+    """The Fig. 2 toy network. VCR says "three-layer network": 2->500->500->1 by default.
+    The Gradient-Starvation network is ``hidden=(500,)`` (2->500->1); its deeper variant is
+    ``hidden=(500,) * 4``. One output logit (labels are +-1, softplus loss)."""
+    return TwoMoonsMLP(tuple(hidden), dropout, batchnorm, num_classes, in_dim)
+
+
+# --------------------------------------------------------------------------------------------
+# mini models for the CPU pipeline: real timm classes, built small for 32x32 inputs
+# --------------------------------------------------------------------------------------------
+@register_model
+def mini_resnet(
+    num_classes: int = 10,
+    channels: tuple[int, ...] = (8, 16, 32, 64),
+    layers: tuple[int, ...] = (1, 1, 1, 1),
+    stem_width: int = 16,
+    stem_stride: int = 2,
+    stem_pool: bool = True,
+    **kwargs,
+) -> nn.Module:
+    """timm ``ResNet`` with Bottleneck blocks (4x expansion, so block outputs are 32..256 wide),
+    layers (1,1,1,1), and a 3x3/2 stem conv + timm's 3x3/2 max-pool: stage resolutions 8/4/2/1
+    on 32x32 inputs. Same module names as timm resnet50, so attach is the same.
+
+    Budget choice: the mini pipeline trains ~100 models on 2 CPU cores; with ``stem_stride=1,
+    stem_pool=False`` (stages at 32..4, CIFAR practice) one step costs ~9x more.
+    """
+    from timm.models.resnet import Bottleneck, ResNet
+
+    if stem_width % 2:
+        raise ConfigError(f"mini_resnet stem_width={stem_width} must be even")
+    # timm's plain stem is always 64 wide; the 'deep' stem is 2*stem_width wide, which sets
+    # the width layer1 expects. Its 3-conv body is then replaced below.
+    model = ResNet(
+        Bottleneck,
+        tuple(layers),
+        num_classes=num_classes,
+        channels=tuple(channels),
+        stem_type="deep",
+        stem_width=stem_width // 2,
+        **kwargs,
+    )
+    # 7x7/2 conv + 3x3/2 max-pool would leave 8x8 at stage 1 for a 32x32 image: use one 3x3
+    # conv and no max-pool instead (CIFAR practice).
+    model.conv1 = nn.Conv2d(3, stem_width, 3, stem_stride, 1, bias=False)
+    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    if not stem_pool:
+        model.maxpool = nn.Identity()
+    return model
+
+
+@register_model
+def mini_convnext(
+    num_classes: int = 10,
+    depths: tuple[int, ...] = (1, 1, 2, 1),
+    dims: tuple[int, ...] = (16, 32, 64, 128),
+    patch_size: int = 2,
+    kernel_sizes: int = 3,
+    **kwargs,
+) -> nn.Module:
+    """timm ``ConvNeXt`` built small: 2x2 patchify stem; timm then gives stage 0 its own 2x
+    downsample so stages run at 8/4/2/1 on 32x32 inputs (5 downsample layers, 5 blocks with
+    depths (1,1,2,1)), dims 16..128, 3x3 depthwise kernels (7x7 is larger than the late maps).
+    """
+    from timm.models.convnext import ConvNeXt
+
+    return ConvNeXt(
+        num_classes=num_classes,
+        depths=tuple(depths),
+        dims=tuple(dims),
+        patch_size=patch_size,
+        kernel_sizes=kernel_sizes,
+        **kwargs,
+    )
+
+
+@register_model
+def mini_vit(
+    num_classes: int = 10,
+    img_size: int = 32,
+    patch_size: int = 8,
+    embed_dim: int = 48,
+    depth: int = 4,
+    num_heads: int = 3,
+    mlp_ratio: float = 2.0,
+    **kwargs,
+) -> nn.Module:
+    """timm ``VisionTransformer`` for 32x32 inputs: 8x8 patches (16 tokens + class token),
+    width 48, 4 blocks, 3 heads, MLP ratio 2 (width 64 costs ~1.7x the step time)."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer(
+        img_size=img_size,
+        patch_size=patch_size,
+        num_classes=num_classes,
+        embed_dim=embed_dim,
+        depth=depth,
+        num_heads=num_heads,
+        mlp_ratio=mlp_ratio,
+        **kwargs,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# SSL heads (Table 4, App. B.4)
+# --------------------------------------------------------------------------------------------
+def simclr_projector(in_dim: int, hidden: int = 2048, out: int = 256) -> nn.Sequential:
+    """VCR App. B.4: two-layer MLP in_dim->2048->256, ReLU between, BN after every layer.
+    (SimCLR v1 itself projects to 128; ``out=128`` gives that.) Biases follow SimCLR v1: the
+    first Linear has one, the last none (the BN after it supplies the shift)."""
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden),
+        nn.BatchNorm1d(hidden),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden, out, bias=False),
+        nn.BatchNorm1d(out),
+    )
+
+
+def vicreg_projector(
+    in_dim: int,
+    dims: tuple[int, ...] | None = None,
+    *,
+    variant: str = "vcr",
+) -> nn.Sequential:
+    """VICReg projector ("expander").
+
+    ``variant="vcr"`` (default): VCR App. B.4's text, two layers in_dim->8192->8192 with BN after
+    every layer. ``variant="vicreg"``: VICReg's own code, three layers 8192-8192-8192 with
+    BN+ReLU after the hidden ones and a bias-free last Linear without BN. ``dims`` overrides the
+    widths of either variant.
+    """
+    if variant not in ("vcr", "vicreg"):
+        raise ConfigError(f"vicreg_projector variant={variant!r} is not 'vcr' or 'vicreg'")
+    if dims is None:
+        dims = (8192, 8192) if variant == "vcr" else (8192, 8192, 8192)
+    layers: list[nn.Module] = []
+    d = in_dim
+    for i, width in enumerate(dims):
+        last = i == len(dims) - 1
+        if last and variant == "vicreg":
+            layers.append(nn.Linear(d, width, bias=False))
+        else:
+            layers += [nn.Linear(d, width), nn.BatchNorm1d(width)]
+            if not last:
+                layers.append(nn.ReLU(inplace=True))
+        d = width
+    return nn.Sequential(*layers)
+
+
+class SSLModel(nn.Module):
+    """``backbone`` (a ``num_classes=0`` model returning pooled features) + ``projector``.
+
+    ``forward(x)`` returns the projector's embedding; ``forward_features(x)`` the backbone
+    features. ``vcr.attach`` puts VCR on the backbone (App. B.4), optionally also on the
+    projector.
+    """
+
+    def __init__(self, backbone: nn.Module, projector: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.projector = projector
+        self.num_features = feature_dim(backbone)
+
+    def forward_features(self, x):
+        return self.backbone(x)
+
+    def forward(self, x):
+        return self.projector(self.backbone(x))
+
+
+# --------------------------------------------------------------------------------------------
+# backbone files
+# --------------------------------------------------------------------------------------------
+def _unwrap_backbone(model: nn.Module) -> nn.Module:
+    model = getattr(model, "module", model)  # DDP / DataParallel
+    if isinstance(model, SSLModel) or (hasattr(model, "backbone") and hasattr(model, "projector")):
+        model = model.backbone
+    return model
+
+
+def save_backbone(
+    model: nn.Module,
+    path,
+    *,
+    arch: str,
+    model_kwargs: dict | None = None,
+    extra: dict | None = None,
+) -> None:
+    """Write ``{"arch", "model_kwargs", "state_dict", "feature_dim", "extra"}`` atomically.
+
+    The classifier is dropped: the stored state dict is exactly that of
+    ``create_model(arch, num_classes=0, **model_kwargs)`` (so ``load_backbone`` loads it
+    strictly). ``model`` may be a classifier, a backbone, an ``SSLModel`` or a DDP wrapper.
+    """
+    from vcr.io import torch_save
+
+    model_kwargs = dict(model_kwargs or {})
+    model_kwargs.pop("num_classes", None)
+    src = _unwrap_backbone(model).state_dict()
+    with torch.device("meta"):
+        # shapes/keys only: the meta device allocates nothing and runs no real init
+        target = create_model(arch, num_classes=0, **model_kwargs).state_dict()
+    missing = [k for k in target if k not in src]
+    wrong = [k for k in target if k in src and tuple(src[k].shape) != tuple(target[k].shape)]
+    if missing or wrong:
+        raise ConfigError(
+            f"save_backbone: the model does not match arch={arch!r} model_kwargs={model_kwargs}: "
+            f"missing keys {missing[:5]}, wrong shapes {wrong[:5]}"
+        )
+    state = {k: src[k].detach().to("cpu").clone() for k in target}
+    torch_save(
+        {
+            "arch": arch,
+            "model_kwargs": model_kwargs,
+            "state_dict": state,
+            "feature_dim": feature_dim(_unwrap_backbone(model)),
+            "extra": dict(extra or {}),
+        },
+        path,
+    )
+
+
+def load_backbone(path, map_location="cpu") -> nn.Module:
+    """Rebuild a backbone saved by ``save_backbone``; eval mode, ``model(x)`` -> (N, feature_dim)."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"backbone file {path} does not exist; it is written last by a successful "
+            "pretraining run (workflow_scripts/pretrain.py --out RUN_DIR)"
+        )
+    blob = torch.load(path, map_location=map_location, weights_only=True)
+    for key in ("arch", "model_kwargs", "state_dict"):
+        if key not in blob:
+            raise ConfigError(f"{path} is not a backbone file: no {key!r} entry")
+    model = create_model(blob["arch"], num_classes=0, **blob["model_kwargs"])
+    model.load_state_dict(blob["state_dict"], strict=True)
+    return model.eval()

@@ -1,0 +1,444 @@
+"""Variance-Covariance Regularization (VCR): the loss (eq. 1-3) and the fast gradient-injection op.
+
+Two implementations of the same regularizer:
+
+* ``vcr_loss`` / ``vcr_terms``: plain autograd on one block output. The reference, and what the
+  benchmark calls "VCR as an autograd loss".
+* ``VCRLayer``: the fast op of the paper's Algorithm 1, corrected as in ``VCR_MATH.md``. It
+  changes nothing in the forward pass; its backward adds the exact gradient of ``vcr_loss`` to
+  the block output's gradient, at 4*n*d^2 FLOPs instead of ~6*n*d^2 for autograd.
+
+Notation (VCR_MATH.md): H is the (n, d) matrix of one block output (every spatial position or
+token is a sample, channels are features), X = H - mean over rows, C = X^T X / (n-1),
+sigma_j = sqrt(C_jj + eps), Ctil = C with a zero diagonal.
+
+    l_var = (1/d) sum_j max(0, 1 - sigma_j)
+    l_cov = 1/(d(d-1)) sum_{i!=j} C_ij^2      (or the continuous Huber form when delta is set)
+    grad_H = (1/(n-1)) X ( -(alpha/d) D + 4 beta/(d(d-1)) clamp(Ctil, -delta, delta) ),
+    D = diag(1[sigma_j < 1] / sigma_j)
+
+Choices where the paper is ambiguous (each one argument away):
+
+* ``eps=1e-4`` inside the square root (VICReg's value). Eq. 1 has no eps; with eps=0 a dead
+  channel has an infinite derivative. ``eps=0.0`` gives eq. 1 exactly (the fast op still maps a
+  dead channel to a zero gradient).
+* ``cov_scale="eq2"`` (default) is eq. 2; ``"alg1"`` reproduces Algorithm 1's constant, which
+  lacks the 1/(n-1) of the covariance gradient, i.e. the covariance term times (n-1).
+* ``delta=None``: squared covariances (eq. 2). With a delta, the smooth-L1 of eq. 6-7 in its
+  continuous Huber form (2*delta*|x| - delta^2 outside): same gradient as the paper's piecewise
+  form, whose value jumps by delta^2 at |x| = delta.
+* The batch demean of App. A is done inside the loss / inside the backward on the saved input,
+  never as a forward op, so "VCR does not affect the forward pass" holds bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from vcr.errors import ConfigError, NonFiniteError, VCRError
+
+__all__ = [
+    "COV_SCALES",
+    "LAYOUTS",
+    "VCRLayer",
+    "as_samples",
+    "vcr_loss",
+    "vcr_penalty",
+    "vcr_terms",
+]
+
+LAYOUTS = ("auto", "nd", "nchw", "nhwc", "ntd")
+COV_SCALES = ("eq2", "alg1")
+
+# An unconsumed zero scalar per layer is normal between a forward and its loss (e.g. two SSL
+# views through one backbone); this many means vcr_penalty is never being called.
+_MAX_PENDING = 16
+
+
+# --------------------------------------------------------------------------------------------
+# layouts
+# --------------------------------------------------------------------------------------------
+def _resolve_layout(h: torch.Tensor, layout: str) -> str:
+    if layout not in LAYOUTS:
+        raise ConfigError(f"vcr layout={layout!r} is not one of {LAYOUTS}")
+    if layout == "auto":
+        auto = {2: "nd", 3: "ntd", 4: "nchw"}
+        if h.dim() not in auto:
+            raise ConfigError(
+                f"vcr layout='auto' cannot place a {h.dim()}-D tensor of shape {tuple(h.shape)}; "
+                "give layout= one of 'nd', 'nchw', 'nhwc', 'ntd'"
+            )
+        return auto[h.dim()]
+    want = {"nd": 2, "ntd": 3, "nchw": 4, "nhwc": 4}[layout]
+    if h.dim() != want:
+        raise ConfigError(
+            f"vcr layout={layout!r} expects a {want}-D tensor, got shape {tuple(h.shape)}"
+        )
+    return layout
+
+
+def as_samples(h: torch.Tensor, layout: str = "auto") -> torch.Tensor:
+    """View ``h`` as the (n, d) matrix of samples x features.
+
+    Conv maps: every spatial position is a sample and channels are features, so NCHW moves the
+    channels last first (``flatten(0, -2)`` on NCHW would wrongly take W as the feature axis).
+    The result is a view when the memory layout allows (NCHW stored channels-last, NHWC, tokens),
+    a copy otherwise.
+    """
+    layout = _resolve_layout(h, layout)
+    if layout == "nchw":
+        h = h.movedim(1, -1)
+    return h.reshape(-1, h.shape[-1])
+
+
+def _from_samples(g: torch.Tensor, like: torch.Tensor, layout: str) -> torch.Tensor:
+    """Inverse of ``as_samples`` for a gradient ``g`` of shape (n, d)."""
+    if layout == "nchw":
+        n, c, hh, ww = like.shape
+        return g.view(n, hh, ww, c).movedim(-1, 1)
+    return g.view(like.shape)
+
+
+def _check_config(alpha, beta, eps, delta, cov_scale):
+    if cov_scale not in COV_SCALES:
+        raise ConfigError(f"vcr cov_scale={cov_scale!r} is not one of {COV_SCALES}")
+    if eps < 0:
+        raise ConfigError(f"vcr eps={eps} must be >= 0")
+    if delta is not None and not delta > 0:
+        raise ConfigError(f"vcr delta={delta} must be > 0 (or None for squared covariances)")
+    for key, v in (("alpha", alpha), ("beta", beta)):
+        if not math.isfinite(float(v)) or float(v) < 0:
+            raise ConfigError(f"vcr {key}={v} must be a finite number >= 0")
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    # fp16/bf16 covariances overflow (X^T X with n ~ 2e5): at least fp32; float64 stays float64.
+    return torch.promote_types(dtype, torch.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# the loss, with autograd
+# --------------------------------------------------------------------------------------------
+def _huber(x: torch.Tensor, delta: float | None) -> torch.Tensor:
+    if delta is None:
+        return x.square()
+    a = x.abs()
+    return torch.where(a <= delta, x.square(), 2.0 * delta * a - delta * delta)
+
+
+def vcr_terms(
+    h: torch.Tensor,
+    *,
+    eps: float = 1e-4,
+    delta: float | None = None,
+    cov_scale: str = "eq2",
+    layout: str = "auto",
+) -> dict[str, torch.Tensor]:
+    """The VCR terms of one block output, differentiable by autograd.
+
+    Returns ``l_var`` (eq. 1), ``l_cov`` (eq. 2, or eq. 6 when ``delta`` is set; times (n-1) when
+    ``cov_scale="alg1"``) and ``std_mean`` (mean over features of sqrt(C_jj), without eps).
+    Computed in at least float32.
+    """
+    _check_config(0.0, 0.0, eps, delta, cov_scale)
+    x = as_samples(h, layout)
+    x = x.to(_compute_dtype(x.dtype))
+    n, d = x.shape
+    if n < 2:
+        raise ValueError(f"vcr needs at least 2 samples (rows of the (n, d) matrix), got n={n}")
+    x = x - x.mean(dim=0, keepdim=True)
+    cov = x.t() @ x / (n - 1)
+    var = torch.diagonal(cov)
+    std = torch.sqrt(var + eps)
+    l_var = torch.relu(1.0 - std).mean()
+    if d > 1:
+        off = cov - torch.diag_embed(var)
+        l_cov = _huber(off, delta).sum() / (d * (d - 1))
+        if cov_scale == "alg1":
+            l_cov = l_cov * (n - 1)
+    else:
+        l_cov = cov.new_zeros(())
+    std_mean = torch.sqrt(var.detach().clamp_min(0)).mean()
+    return {"l_var": l_var, "l_cov": l_cov, "std_mean": std_mean}
+
+
+def vcr_loss(
+    h: torch.Tensor,
+    alpha: float,
+    beta: float,
+    *,
+    eps: float = 1e-4,
+    delta: float | None = None,
+    cov_scale: str = "eq2",
+    layout: str = "auto",
+) -> torch.Tensor:
+    """alpha * l_var + beta * l_cov of one block output (eq. 3), by autograd."""
+    t = vcr_terms(h, eps=eps, delta=delta, cov_scale=cov_scale, layout=layout)
+    return alpha * t["l_var"] + beta * t["l_cov"]
+
+
+# --------------------------------------------------------------------------------------------
+# the fast op
+# --------------------------------------------------------------------------------------------
+class _Pending:
+    """One training forward of one VCRLayer whose zero scalar has not reached a backward yet."""
+
+    __slots__ = ("zero", "consumed")
+
+    def __init__(self):
+        self.zero = None
+        self.consumed = False
+
+
+class _VCRFunction(torch.autograd.Function):
+    """zero = f(H) with f == 0 in value and d zero/dH = grad_H l_vcr.
+
+    The forward returns a zero scalar (VCR_MATH.md point 5). The caller adds it to the loss; the
+    gradient g it receives is whatever multiplies the loss (AMP loss scale, 1/k for gradient
+    accumulation, 1 otherwise), and the backward returns g * grad_H l_vcr. H itself is not
+    touched: the block output stays the same tensor object, so the forward is bit-identical and
+    the op adds no aliasing view (in-place ops after it behave as without VCR). Autograd sums
+    this gradient with the task gradient flowing into H.
+    """
+
+    @staticmethod
+    def forward(ctx, h, layer, pending):
+        # H is usually saved anyway by the next layer: saving it here costs no memory.
+        ctx.save_for_backward(h)
+        ctx.layer = layer
+        ctx.pending = pending
+        return torch.zeros((), dtype=_compute_dtype(h.dtype), device=h.device)
+
+    @staticmethod
+    def backward(ctx, g):
+        (h,) = ctx.saved_tensors
+        ctx.pending.consumed = True
+        grad = ctx.layer._injected_grad(h, g)
+        return grad, None, None
+
+
+class VCRLayer(nn.Module):
+    """Fast VCR on one block output: identity in forward, the exact VCR gradient in backward.
+
+    ``layer(h)`` returns ``h`` itself. In training mode with grad enabled it also records a zero
+    scalar (see ``_VCRFunction``) that ``vcr_penalty(model)`` collects; training loops must add
+    it to their loss: ``loss = task_loss + vcr_penalty(model)``. If a backward reaches ``h``
+    without the zero scalar (the loop forgot ``vcr_penalty``) a ``VCRError`` is raised then,
+    so a run never trains silently without its regularizer.
+
+    In eval mode, under ``torch.no_grad()`` or when ``h`` does not require grad it does nothing.
+
+    ``last``: dict of detached tensors ``l_var``, ``l_cov``, ``std_mean`` from the latest backward
+    (no host sync in the hot path; ``vcr.attach.vcr_stats`` turns them into floats).
+
+    ``global_stats=True`` (under an initialised ``torch.distributed``): the column sums, n, and
+    X^T X are all-reduced, so every rank uses the statistics of the global batch. The gradient
+    injected into the local rows is then multiplied by the world size W, because DDP averages the
+    ranks' parameter gradients (divides by W) while the global VCR loss is one function of all
+    rows whose full gradient is the *sum* over ranks: the averaged result equals the
+    single-process full-batch gradient. With local statistics (the default, as the paper's
+    per-GPU Algorithm 1 implies; like BatchNorm, not SyncBatchNorm) DDP's average gives the
+    gradient of the *mean over ranks* of the per-rank VCR losses, (1/W) sum_r l_vcr(H_r), which
+    differs from the full-batch l_vcr(H) (each rank's C is its own local covariance).
+    The all-reduce runs inside backward; every rank must run the same backward order (true for
+    DDP), or the collectives would mismatch.
+    """
+
+    def __init__(
+        self,
+        alpha: float,
+        beta: float,
+        *,
+        eps: float = 1e-4,
+        delta: float | None = None,
+        cov_scale: str = "eq2",
+        layout: str = "auto",
+        name: str = "",
+        global_stats: bool = False,
+        check_finite: bool = True,
+    ):
+        super().__init__()
+        _check_config(alpha, beta, eps, delta, cov_scale)
+        if layout not in LAYOUTS:
+            raise ConfigError(f"vcr layout={layout!r} is not one of {LAYOUTS}")
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.eps = float(eps)
+        self.delta = None if delta is None else float(delta)
+        self.cov_scale = cov_scale
+        self.layout = layout
+        self.name = name
+        self.global_stats = bool(global_stats)
+        self.check_finite = bool(check_finite)
+        self.last: dict[str, torch.Tensor] | None = None
+        self._pending: list[_Pending] = []
+
+    def extra_repr(self) -> str:
+        s = f"alpha={self.alpha}, beta={self.beta}, eps={self.eps}, cov_scale={self.cov_scale!r}"
+        if self.delta is not None:
+            s += f", delta={self.delta}"
+        if self.layout != "auto":
+            s += f", layout={self.layout!r}"
+        if self.global_stats:
+            s += ", global_stats=True"
+        return s
+
+    def _describe(self) -> str:
+        return f"VCR layer {self.name or '<unnamed>'!r} (alpha={self.alpha}, beta={self.beta})"
+
+    # -- forward --------------------------------------------------------------------------
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if not (self.training and torch.is_grad_enabled() and h.requires_grad):
+            return h
+        layout = _resolve_layout(h, self.layout)
+        n = h.numel() // h.shape[1 if layout == "nchw" else -1] if h.numel() else 0
+        if n < 2:
+            raise VCRError(
+                f"{self._describe()}: needs at least 2 samples, got shape {tuple(h.shape)}"
+            )
+        if len(self._pending) >= _MAX_PENDING:
+            self._pending.clear()
+            raise VCRError(
+                f"{self._describe()}: {_MAX_PENDING} training forwards without vcr_penalty(model) "
+                "collecting their zero scalars. Add it to the loss (loss = task_loss + "
+                "vcr_penalty(model)), or run forwards that need no backward under torch.no_grad()."
+            )
+        entry = _Pending()
+        entry.zero = _VCRFunction.apply(h, self, entry)
+        self._pending.append(entry)
+        h.register_hook(self._make_consumed_check(entry))
+        return h
+
+    def _make_consumed_check(self, entry: _Pending):
+        describe = self._describe
+
+        def check(grad):
+            # Runs once the full gradient of h is known; by then the zero scalar's backward has
+            # run if the zero scalar was part of this backward at all.
+            if not entry.consumed:
+                raise VCRError(
+                    f"{describe()}: a backward reached its block output without its VCR term: "
+                    "the loss did not include vcr_penalty(model). Use "
+                    "loss = task_loss + vcr_penalty(model)."
+                )
+            return None
+
+        return check
+
+    def pop_penalty(self) -> list[torch.Tensor]:
+        zeros = [e.zero for e in self._pending]
+        self._pending.clear()
+        return zeros
+
+    # -- backward -------------------------------------------------------------------------
+    def _injected_grad(self, h: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        layout = _resolve_layout(h, self.layout)
+        with torch.autocast(device_type=h.device.type, enabled=False):
+            x = as_samples(h, layout)
+            cdtype = _compute_dtype(x.dtype)
+            n, d = x.shape
+            world = 1
+            if self.global_stats:
+                x, n, cov, world = self._global_cov(x, cdtype)
+            else:
+                x = x.to(cdtype)
+                x = x - x.mean(dim=0, keepdim=True)
+                cov = torch.mm(x.t(), x).div_(n - 1)
+            var = torch.diagonal(cov).clone()
+            if self.check_finite and not bool(torch.isfinite(cov.sum())):
+                raise NonFiniteError(
+                    f"{self._describe()}: non-finite values (NaN/inf) in its input of shape "
+                    f"{tuple(h.shape)} (dtype {h.dtype}); the covariance is not finite."
+                )
+            std = torch.sqrt(var + self.eps)
+            active = std < 1.0
+            # clamp: with eps=0 a dead channel has std 0; its column of X is 0, so the product is
+            # 0 instead of inf * 0 = NaN.
+            dvec = torch.where(active, 1.0 / std.clamp_min(1e-30), torch.zeros_like(std))
+            m = cov.clone()  # becomes the (d, d) matrix M with grad = X M
+            m.diagonal().zero_()
+            if d > 1:
+                l_cov = _huber(m, self.delta).sum() / (d * (d - 1))
+                cov_coef = 4.0 * self.beta / (d * (d - 1))
+                if self.cov_scale == "alg1":
+                    l_cov = l_cov * (n - 1)
+                    cov_coef = cov_coef * (n - 1)
+            else:
+                l_cov = m.new_zeros(())
+                cov_coef = 0.0
+            self.last = {
+                "l_var": torch.relu(1.0 - std).mean().detach(),
+                "l_cov": l_cov.detach(),
+                "std_mean": torch.sqrt(var.clamp_min(0)).mean().detach(),
+            }
+            if self.delta is not None:
+                m.clamp_(-self.delta, self.delta)
+            m.mul_(cov_coef)
+            m.diagonal().copy_(dvec * (-self.alpha / d))
+            # one (d, d) scale carries 1/(n-1), the loss scale g and the DDP world size
+            m.mul_(g.to(cdtype) * (world / (n - 1)))
+            grad = torch.mm(x, m).to(h.dtype)
+        return _from_samples(grad, h, layout)
+
+    def _global_cov(self, x: torch.Tensor, cdtype: torch.dtype):
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            raise VCRError(
+                f"{self._describe()}: global_stats=True needs an initialised torch.distributed "
+                "process group (torch.distributed.init_process_group)."
+            )
+        world = dist.get_world_size()
+        x = x.to(cdtype)
+        # column sums and n in one all-reduce, then the centred X^T X in a second one: centring
+        # with the global mean before the product is more accurate than X^T X - n m m^T.
+        buf = torch.cat([x.sum(dim=0), x.new_full((1,), float(x.shape[0]))])
+        dist.all_reduce(buf)
+        n_total = int(round(float(buf[-1])))
+        x = x - (buf[:-1] / n_total)
+        gram = torch.mm(x.t(), x)
+        dist.all_reduce(gram)
+        return x, n_total, gram.div_(n_total - 1), world
+
+
+def _collect_layers(model) -> list[VCRLayer]:
+    if isinstance(model, VCRLayer):
+        return [model]
+    layers: list[VCRLayer] = []
+    seen: set[int] = set()
+    mods = model.modules() if isinstance(model, nn.Module) else iter(model)
+    for m in mods:
+        found = [m] if isinstance(m, VCRLayer) else []
+        attached = m.__dict__.get("_vcr_layers") if isinstance(m, nn.Module) else None
+        if attached:
+            found.extend(attached.values())
+        for layer in found:
+            if id(layer) not in seen:
+                seen.add(id(layer))
+                layers.append(layer)
+    return layers
+
+
+def vcr_penalty(model) -> torch.Tensor:
+    """Sum of the zero scalars of every VCRLayer of ``model`` since the last call (then cleared).
+
+    Exactly 0 in value; add it to the loss so that the VCR gradient is injected and carries the
+    loss's scale (AMP GradScaler, gradient accumulation). Returns a 0 tensor when no VCR layer is
+    attached or none ran, so training loops call it unconditionally. ``model`` may be a module
+    (attached layers are found through ``vcr.attach``'s registry and as submodules, also inside a
+    DDP wrapper), a VCRLayer, or an iterable of VCRLayers.
+    """
+    zeros: list[torch.Tensor] = []
+    for layer in _collect_layers(model):
+        zeros.extend(layer.pop_penalty())
+    if not zeros:
+        return torch.zeros(())
+    if len(zeros) == 1:
+        return zeros[0]
+    dtype = zeros[0].dtype
+    for z in zeros[1:]:
+        dtype = torch.promote_types(dtype, z.dtype)
+    return torch.stack([z.to(dtype) for z in zeros]).sum()
