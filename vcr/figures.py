@@ -50,6 +50,7 @@ def load_two_moons(path) -> dict:
             f"two-moons result {path} not found; make it with "
             "`python workflow_scripts/two_moons.py --method M --seeds 0-9 --out FILE.pt`"
         )
+    # weights_only=False: the files are this pipeline's own outputs and may hold numpy arrays
     data = torch.load(path, map_location="cpu", weights_only=False)
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
