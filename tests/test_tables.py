@@ -11,7 +11,7 @@ import pytest
 from vcr.errors import ConfigError
 from vcr.records import RunSpec, make_record
 from vcr.tables.paper import TABLES, load_paper_numbers, paper_value, table_meta
-from vcr.tables.render import build_cells, render_markdown, render_table
+from vcr.tables.render import build_cells, render_markdown, render_table, unmatched_records
 
 ROOT = Path(__file__).resolve().parents[1]
 NUMBERS = load_paper_numbers()
@@ -316,3 +316,4 @@ def test_column_protocol_and_match_pick_the_records():
     wrong_data[0]["protocol"] = "classifier"
     c = _cell(build_cells(spec, good + wrong_proto + wrong_data, NUMBERS), "resnet32", "cifar10_lt")
     assert c["n"] == 2 and c["mean"] == pytest.approx(50.0) and c["protocol"] == "classifier"
+    assert unmatched_records(spec, good + wrong_proto + wrong_data) == wrong_proto + wrong_data

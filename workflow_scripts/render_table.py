@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from vcr.records import read_records
     from vcr.tables.paper import load_paper_numbers
-    from vcr.tables.render import build_cells, load_spec, write_outputs
+    from vcr.tables.render import build_cells, load_spec, unmatched_records, write_outputs
 
     missing = [p for p in args.records if not Path(p).exists()]
     if missing:
@@ -38,6 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     cells = build_cells(spec, records, numbers)
     paths = write_outputs(spec, cells, args.out_prefix, numbers)
     n_ok = sum(c["status"] == "ok" for c in cells)
+    stray = unmatched_records(spec, records)
+    if stray:
+        r = stray[0]
+        print(
+            f"warning: {len(stray)} record(s) fall in no cell of {spec['table']}, e.g. "
+            f"eval_dataset={r['eval_dataset']!r} metric={r['metric']!r} "
+            f"protocol={r.get('protocol')!r} run={r['run']}",
+            file=sys.stderr,
+        )
     print(
         f"{spec['table']}: {n_ok}/{len(cells)} cells run from {len(records)} records -> "
         + ", ".join(str(p) for p in paths.values())

@@ -17,6 +17,7 @@ _EXPORTS = {
     "validate_spec": "vcr.tables.render",
     "render_table": "vcr.tables.render",
     "write_outputs": "vcr.tables.render",
+    "unmatched_records": "vcr.tables.render",
     "render_markdown": "vcr.tables.render",
     "render_latex": "vcr.tables.render",
     "render_csv": "vcr.tables.render",

@@ -173,6 +173,21 @@ def build_cells(spec: dict, records: list[dict], numbers: dict | None = None) ->
     return cells
 
 
+def unmatched_records(spec: dict, records: list[dict]) -> list[dict]:
+    """Records that fall in no cell (wrong scale, row match, eval dataset, metric or protocol):
+    the CLI warns about them, since a misnamed stand-in dataset would otherwise just read as
+    "not run"."""
+    scale = spec.get("scale")
+    cols = [c for c in spec["columns"] if c["eval_dataset"] is not None]
+    return [
+        r
+        for r in records
+        if (scale is not None and r["run"].get("scale") != scale)
+        or not any(matches(row["match"], r["run"]) for row in spec["rows"])
+        or not any(column_matches(c, r) for c in cols)
+    ]
+
+
 def _fill(cell: dict, sel: Selection, factor: float) -> None:
     mean = sel.mean * factor
     cell.update(
