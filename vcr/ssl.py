@@ -1,5 +1,6 @@
-"""Self-supervised pretraining pieces for Table 4: SimCLR's InfoNCE, VICReg's loss, LARS, the
-two-view transform and the SSL model (backbone + projector).
+"""Self-supervised pretraining pieces for Table 4: SimCLR's InfoNCE, VICReg's loss, LARS and
+the SSL model (backbone + projector, classes from ``vcr.models``; the two views come from
+``vcr.data.MultiView`` around the ``ssl`` transform).
 
 Choices where VCR and its sources disagree (PAPER_PROTOCOLS §9):
 - Projectors as VCR describes them, built by ``vcr.models``: SimCLR 2048-2048-256 with BN after
@@ -106,32 +107,15 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-class TwoViewTransform:
-    """Apply one random transform twice: the two views of SimCLR/VICReg (symmetric set)."""
+def build_ssl_model(arch: str, method: str, recipe) -> nn.Module:
+    """``vcr.models.SSLModel``: backbone (``num_classes=0``, pooled features) + projector.
 
-    def __init__(self, transform):
-        self.transform = transform
-
-    def __call__(self, x):
-        return self.transform(x), self.transform(x)
-
-    def __repr__(self):
-        return f"TwoViewTransform({self.transform!r})"
-
-
-class SSLModel(nn.Module):
-    """Backbone (classifier removed: returns pooled features) followed by a projector.
-
-    VCR is attached to the backbone only (its block outputs), never to the projector.
+    VCR is attached to the backbone only (``vcr.attach`` handles SSL models; App. B.4).
     """
+    from vcr.models import SSLModel, create_model, feature_dim
 
-    def __init__(self, backbone: nn.Module, projector: nn.Module):
-        super().__init__()
-        self.backbone = backbone
-        self.projector = projector
-
-    def forward(self, x):
-        return self.projector(self.backbone(x))
+    backbone = create_model(arch, num_classes=0, **recipe.model_kwargs)
+    return SSLModel(backbone, build_projector(method, feature_dim(backbone), recipe))
 
 
 def build_projector(method: str, in_dim: int, recipe) -> nn.Module:

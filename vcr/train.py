@@ -36,7 +36,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,9 @@ class TrainState:
     epoch: int = 0
     step_in_epoch: int = 0
     global_step: int = 0
+    # running sums of the epoch's logs (checkpointed: a resumed epoch logs the same means)
+    sums: dict = field(default_factory=dict)
+    counts: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -178,8 +181,9 @@ def train_one_epoch(ctx: RunContext, state: TrainState, loader, loss_fn, *, vcr_
     recipe, model = ctx.recipe, state.model
     model.train()
     autocast = _autocast(ctx)
-    sums: dict[str, float] = {}
-    counts: dict[str, int] = {}
+    if state.step_in_epoch == 0:
+        state.sums, state.counts = {}, {}
+    sums, counts = state.sums, state.counts
     n_images, t0 = 0, time.perf_counter()
     bar = _progress(ctx, total=ctx.steps_per_epoch, initial=state.step_in_epoch)
     for images, targets in loader:
@@ -208,7 +212,11 @@ def train_one_epoch(ctx: RunContext, state: TrainState, loader, loss_fn, *, vcr_
         )
         logs["lr"] = state.optimizer.param_groups[0]["lr"]
         state.scheduler.step()
-        if vcr_on:
+        if vcr_on and (
+            ctx.device.type == "cpu"  # a host sync per call: free on CPU, sampled on GPU
+            or state.step_in_epoch % max(1, recipe.print_freq) == 0
+            or state.step_in_epoch + 1 == ctx.steps_per_epoch
+        ):
             logs.update(_vcr_stats(state.model_without_ddp))
         if state.ema is not None:
             _update_ema(ctx, state)
@@ -402,9 +410,9 @@ def build_transforms(recipe: Recipe, method: str, info: dict):
         train = build_transform(kind, image_size=crop, mean=mean, std=std)
         evalt = build_transform("eval", image_size=eval_crop, mean=mean, std=std)
     if kind == "ssl":
-        from vcr.ssl import TwoViewTransform
+        from vcr.data.transforms import MultiView
 
-        train = TwoViewTransform(train)
+        train = MultiView(train, 2)
     return train, evalt
 
 
@@ -490,14 +498,13 @@ def build_mixup(recipe: Recipe, num_classes: int):
 # =============================================================================================
 def build_model(spec: RunSpec, recipe: Recipe, num_classes: int) -> nn.Module:
     """Classifier (supervised) or backbone + projector (SSL), VCR not yet attached."""
-    from vcr.models import create_model, feature_dim
-
     if spec.method == "supervised":
-        return create_model(spec.arch, num_classes=num_classes, **recipe.model_kwargs)
-    from vcr.ssl import SSLModel, build_projector
+        from vcr.models import create_model
 
-    backbone = create_model(spec.arch, num_classes=0, **recipe.model_kwargs)
-    return SSLModel(backbone, build_projector(spec.method, feature_dim(backbone), recipe))
+        return create_model(spec.arch, num_classes=num_classes, **recipe.model_kwargs)
+    from vcr.ssl import build_ssl_model
+
+    return build_ssl_model(spec.arch, spec.method, recipe)
 
 
 def vcr_target(model: nn.Module) -> nn.Module:
@@ -736,6 +743,7 @@ def save_checkpoint(ctx: RunContext, state: TrainState):
                 "ema": state.ema.state_dict() if state.ema is not None else None,
                 "rng": rngs,
                 "world_size": ctx.dist.world_size,
+                "epoch_logs": {"sums": state.sums, "counts": state.counts},
             },
             ctx.run_dir / CHECKPOINT,
         )
@@ -769,6 +777,8 @@ def load_checkpoint(ctx: RunContext, state: TrainState) -> bool:
         state.ema.load_state_dict(ck["ema"])
     state.epoch, state.step_in_epoch = ck["epoch"], ck["step_in_epoch"]
     state.global_step = ck["global_step"]
+    state.sums = dict(ck["epoch_logs"]["sums"])
+    state.counts = dict(ck["epoch_logs"]["counts"])
     rngs = ck["rng"]
     _set_rng_state(rngs[min(ctx.dist.rank, len(rngs) - 1)])
     return True
@@ -834,7 +844,6 @@ def _map_vit(sd: dict) -> dict:
                 "mlp.3": "mlp.fc2",
             }
             stem, last = rest.rsplit(".", 1)
-            stem = stem.replace("_weight", "").replace("_bias", "")
             if rest.startswith("self_attention.in_proj_"):
                 stem, last = "self_attention.in_proj", rest.rsplit("_", 1)[1]
             out[f"blocks.{i}.{name[stem]}.{last}"] = v

@@ -1,0 +1,315 @@
+"""The trainer: determinism, resume after SIGKILL / SIGTERM, NaN stop, outputs, pieces."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from test_train_support import (
+    TinyNet,
+    backbone_state,
+    read_log,
+    run_tiny,
+    tiny_spec,
+)
+
+from vcr import train as vt
+from vcr.errors import ConfigError, NonFiniteError
+from vcr.recipes import get_recipe
+
+SUPPORT = Path(__file__).with_name("test_train_support.py")
+
+
+def assert_same_state(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+# ---------------------------------------------------------------------------------------------
+# determinism and outputs
+# ---------------------------------------------------------------------------------------------
+def test_same_seed_twice_gives_identical_weights_and_outputs(tmp_path):
+    final1 = run_tiny(tmp_path / "a")
+    final2 = run_tiny(tmp_path / "b")
+    assert_same_state(backbone_state(tmp_path / "a"), backbone_state(tmp_path / "b"))
+    assert final1["val_top1"] == final2["val_top1"]
+
+    run_dir = tmp_path / "a"
+    log = read_log(run_dir)
+    assert [e["epoch"] for e in log] == [0, 1, 2, 3]
+    for e in log:
+        for key in (
+            "loss",
+            "task_loss",
+            "lr",
+            "images_per_s",
+            "val_top1",
+            "vcr/l_var",
+            "vcr/l_cov",
+            "vcr/std_mean",
+            "train_top1",
+        ):
+            assert key in e, key
+        assert e["images_per_s"] > 0
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["params"] == tiny_spec().to_dict()
+    assert meta["recipe"]["name"] == "resnet32_lt" and meta["recipe"]["epochs"] == 4
+    assert meta["seed"] == 0 and meta["code_version"] and meta["packages"]["torch"]
+    assert meta["vcr_layers"] == ["blocks.0", "blocks.1"]
+    final = json.loads((run_dir / "final.json").read_text())
+    assert set(final) >= {"val_top1", "test_top1"}
+    assert 0.0 <= final["test_top1"] <= 1.0
+    blob = torch.load(run_dir / "backbone.pt", weights_only=True)
+    assert blob["arch"] == "tiny_test_net" and "fc.weight" not in blob["state_dict"]
+
+
+def test_vcr_terms_logged_only_when_enabled(tmp_path):
+    ov = {"epochs": 1, "max_steps_per_epoch": 2}
+    run_tiny(tmp_path / "off", spec=tiny_spec(placement="none", alpha=0, beta=0), overrides=ov)
+    assert not any(k.startswith("vcr/") for k in read_log(tmp_path / "off")[0])
+    run_tiny(tmp_path / "on", overrides=ov)
+    assert {"vcr/l_var", "vcr/l_cov", "vcr/std_mean"} <= set(read_log(tmp_path / "on")[0])
+
+
+def test_nan_stops_run_with_message_and_no_backbone(tmp_path):
+    with pytest.raises(NonFiniteError) as err:
+        run_tiny(tmp_path / "nan", overrides={"inject_nan_step": 8})
+    msg = str(err.value)
+    assert str(tmp_path / "nan") in msg and "step 8" in msg
+    assert "alpha=0.64" in msg and "beta=0.04" in msg
+    assert not (tmp_path / "nan" / "backbone.pt").exists()
+    ck = torch.load(tmp_path / "nan" / "checkpoint.pt", weights_only=False)
+    assert (ck["epoch"], ck["step_in_epoch"]) == (1, 0)  # the last good checkpoint
+
+
+def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
+    run_tiny(tmp_path / "r", overrides={"epochs": 1, "max_steps_per_epoch": 1})
+    with pytest.raises(ConfigError, match="weight_decay"):
+        run_tiny(
+            tmp_path / "r", overrides={"epochs": 1, "max_steps_per_epoch": 1, "weight_decay": 0.1}
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# preemption: real signals on a subprocess
+# ---------------------------------------------------------------------------------------------
+KILL_SET = [
+    "epochs=4",
+    "batch_size=16",
+    "warmup_epochs=1",
+    "model_ema=true",
+    "model_ema_steps=2",
+    "mixup_alpha=0.2",
+    "cutmix_alpha=1.0",
+]
+
+
+def _start(run_dir, progress=None, sleep=0.0):
+    cmd = [sys.executable, str(SUPPORT), str(run_dir), "--set", *KILL_SET]
+    if progress:
+        cmd += ["--progress", str(progress), "--sleep", str(sleep)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def _wait_for_step(proc, progress: Path, step: int, timeout=60.0):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if progress.exists() and progress.read_text().strip():
+            if int(progress.read_text()) >= step:
+                return
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.005)
+    raise AssertionError("run did not reach the step in time")
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "run"
+    proc = _start(out)
+    assert proc.wait(timeout=120) == 0, proc.stdout.read()
+    return out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_run_resumes_bit_identical(tmp_path, reference_run, sig):
+    # 6 steps per epoch; a random step away from epoch boundaries (seeded: reproducible test)
+    step = random.Random(int(sig)).choice([7, 8, 9, 10, 13, 14, 15, 16])
+    progress = tmp_path / "progress"
+    run_dir = tmp_path / "run"
+    proc = _start(run_dir, progress, sleep=0.05)
+    _wait_for_step(proc, progress, step)
+    proc.send_signal(sig)
+    rc = proc.wait(timeout=60)
+    out = proc.stdout.read()
+    assert not (run_dir / "backbone.pt").exists()
+    if sig == signal.SIGTERM:
+        assert rc == 128 + signal.SIGTERM, out
+        ck = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+        assert ck["step_in_epoch"] > 0, "SIGTERM checkpoint should be mid-epoch"
+    else:
+        assert rc == -signal.SIGKILL
+    proc = _start(run_dir)  # restart: resumes from checkpoint.pt
+    assert proc.wait(timeout=120) == 0, proc.stdout.read()
+    assert_same_state(backbone_state(run_dir), backbone_state(reference_run))
+    assert read_log(run_dir) and [e["epoch"] for e in read_log(run_dir)] == [0, 1, 2, 3]
+    for a, b in zip(read_log(run_dir), read_log(reference_run)):
+        for key in set(a) - {"images_per_s", "train_time_s"}:
+            assert a[key] == b[key], (a["epoch"], key)
+    assert (
+        json.loads((run_dir / "final.json").read_text())["test_top1"]
+        == json.loads((reference_run / "final.json").read_text())["test_top1"]
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# pieces: sampler, schedule, groups
+# ---------------------------------------------------------------------------------------------
+def test_sampler_is_seeded_and_ranks_slice_the_global_batch():
+    one = vt.EpochBatchSampler(40, 8, seed=3)
+    one.set_epoch(2)
+    batches = list(one)
+    assert len(batches) == 5 and all(e == 2 for b in batches for e, _ in b)
+    again = vt.EpochBatchSampler(40, 8, seed=3)
+    again.set_epoch(2)
+    assert list(again) == batches
+    again.set_epoch(2, start_step=3)
+    assert list(again) == batches[3:]
+    halves = []
+    for r in range(2):
+        s = vt.EpochBatchSampler(40, 8, seed=3, rank=r, world_size=2)
+        s.set_epoch(2)
+        halves.append(list(s))
+    assert [a + b for a, b in zip(*halves)] == batches
+    with pytest.raises(ConfigError):
+        vt.EpochBatchSampler(40, 9, seed=0, world_size=2)
+
+
+def test_lr_schedule_warmup_and_cosine():
+    r = get_recipe("atto_in1k_90ep", epochs=10, warmup_epochs=2)
+    sched = vt.LRSchedule(r, steps_per_epoch=5, peak_lr=r.lr)
+    assert sched(0) == r.warmup_decay  # linear warmup from warmup_decay (0 here)
+    assert sched(5) == pytest.approx(0.5)
+    assert sched(10) == 1.0  # warmup end = peak
+    assert sched(50) == pytest.approx(0.0, abs=1e-12)
+    assert all(sched(t) >= sched(t + 1) for t in range(10, 50))
+    tv = get_recipe("tv_resnet50_v1")
+    step = vt.LRSchedule(tv, steps_per_epoch=3, peak_lr=tv.lr)
+    assert step(3 * 29 + 2) == 1.0 and step(3 * 30) == pytest.approx(tv.lr_gamma)
+
+
+def test_param_groups_exclude_norms_and_biases_as_the_recipe_says():
+    model = TinyNet()
+    norm_ids = {id(p) for p in model.stem[1].parameters()}
+    bias_ids = {id(model.fc.bias), id(model.stem[0].bias)}
+
+    def wd_of(recipe):
+        out = {}
+        for g in vt.param_groups(model, recipe):
+            for p in g["params"]:
+                out[id(p)] = g["weight_decay"]
+        return out
+
+    atto = get_recipe("atto_in1k_90ep")
+    wd = wd_of(atto)
+    assert len(wd) == len(list(model.parameters()))
+    assert all(wd[i] == 0.0 for i in norm_ids | bias_ids)
+    assert wd[id(model.fc.weight)] == atto.weight_decay
+    v1 = get_recipe("tv_resnet50_v1")  # torchvision default: wd everywhere
+    assert set(wd_of(v1).values()) == {v1.weight_decay}
+    lars = vt.param_groups(model, get_recipe("simclr_100ep"))
+    assert all(g["lars_exclude"] == all(p.ndim == 1 for p in g["params"]) for g in lars)
+    assert all(g["weight_decay"] == 0 for g in lars if g["lars_exclude"])
+
+
+def test_transform_presets_run_on_an_image():
+    pytest.importorskip("torchvision")
+    img = torch.randint(0, 256, (3, 40, 40), dtype=torch.uint8)
+    r = get_recipe("tv_resnet50_v2", train_crop_size=24, val_resize_size=28, val_crop_size=24)
+    torch.manual_seed(0)
+    assert vt.tv_preset_train(r, 24, (0.5,) * 3, (0.2,) * 3)(img).shape == (3, 24, 24)
+    assert vt.tv_preset_eval(r, 28, 24, (0.5,) * 3, (0.2,) * 3)(img).shape == (3, 24, 24)
+    assert vt.resolved_sizes(r, 32) == (32, 32, 32)  # small native images keep their size
+    assert vt.resolved_sizes(r, 224) == (24, 28, 24)
+
+
+# ---------------------------------------------------------------------------------------------
+# torchvision weights for the Table 1 baselines (small instances of the same classes)
+# ---------------------------------------------------------------------------------------------
+def _same_outputs(tv_model, timm_model, arch, tmp_path, size):
+    path = tmp_path / f"{arch}.pth"
+    torch.save(tv_model.state_dict(), path)
+    vt.load_torchvision_weights(timm_model, path, arch)
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        a, b = tv_model.eval()(x), timm_model.eval()(x)
+    assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+
+
+def test_torchvision_weights_load_into_timm_models(tmp_path):
+    import timm
+    from timm.models.convnext import ConvNeXt
+    from timm.models.vision_transformer import VisionTransformer
+    from torchvision.models import resnet18
+    from torchvision.models.convnext import CNBlockConfig
+    from torchvision.models.convnext import ConvNeXt as TVConvNeXt
+    from torchvision.models.vision_transformer import VisionTransformer as TVViT
+
+    torch.manual_seed(0)
+    _same_outputs(
+        resnet18(num_classes=5),
+        timm.create_model("resnet18", num_classes=5),
+        "resnet18",
+        tmp_path,
+        32,
+    )
+    cfg = [CNBlockConfig(8, 16, 1), CNBlockConfig(16, 32, 1), CNBlockConfig(32, 64, 1),
+           CNBlockConfig(64, None, 2)]
+    tv = TVConvNeXt(cfg, stochastic_depth_prob=0.0, num_classes=5)
+    for m in tv.modules():  # layer scale starts at 1e-6: make the blocks matter
+        if hasattr(m, "layer_scale"):
+            m.layer_scale.data.fill_(0.5)
+    _same_outputs(
+        tv,
+        ConvNeXt(depths=(1, 1, 1, 2), dims=(8, 16, 32, 64), num_classes=5),
+        "convnext_tiny",
+        tmp_path,
+        32,
+    )
+    tvv = TVViT(
+        image_size=32,
+        patch_size=8,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=16,
+        mlp_dim=32,
+        num_classes=5,
+    )
+    _same_outputs(
+        tvv,
+        VisionTransformer(
+            img_size=32,
+            patch_size=8,
+            embed_dim=16,
+            depth=2,
+            num_heads=2,
+            mlp_ratio=2.0,
+            num_classes=5,
+        ),
+        "vit_b_32",
+        tmp_path,
+        32,
+    )
+    with pytest.raises(ConfigError, match="no such file"):
+        vt.load_torchvision_weights(TinyNet(), tmp_path / "missing.pth", "resnet50")
