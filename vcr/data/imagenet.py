@@ -159,6 +159,8 @@ def _prepare_imagenet(spec, *, data_root, out_dir, seed, allow_download, opts):
     if not root.is_dir():
         raise base.missing(spec, "the ImageNet folder is missing", root)
     strict = bool(opts.get("strict", True))
+    if spec.name == "imagenet_1pct":  # the cheap check first: the list, before the big scan
+        one_pct = load_1pct_list(spec, root, opts, strict)
     scanned = scan(spec, root, strict=strict)
     wnids = scanned["wnids"]
     names = class_names(root, wnids)
@@ -167,7 +169,8 @@ def _prepare_imagenet(spec, *, data_root, out_dir, seed, allow_download, opts):
     checks = {"strict": strict, "counts": scanned["counts"], "classes": len(wnids)}
     lists = None
     if spec.name == "imagenet_1pct":
-        lists, checks["subset"] = read_1pct(spec, root, opts, scanned, strict)
+        lists = match_1pct(spec, root, one_pct[0], scanned)
+        checks["subset"] = one_pct[1]
         rows = {w: rows[w] for w in wnids if w in lists}
     index = file_index(
         build_splits(scanned, rows, seed=seed, per_class=per_class, train_lists=lists)
@@ -191,7 +194,8 @@ def find_1pct_file(root: Path, opts: dict) -> Path | None:
     return None
 
 
-def read_1pct(spec, root: Path, opts: dict, scanned: dict, strict: bool):
+def load_1pct_list(spec, root: Path, opts: dict, strict: bool):
+    """(file names, info) of the 1% list; strict: SimCLR's exact file (sha256, 811x13+189x12)."""
     path = find_1pct_file(root, opts)
     if path is None:
         looked = [opts.get("subset_file"), SHIPPED_1PCT, root / "1percent.txt"]
@@ -206,11 +210,18 @@ def read_1pct(spec, root: Path, opts: dict, scanned: dict, strict: bool):
         if sha != ONE_PCT_SHA256:
             raise base.DatasetError(
                 f"dataset {spec.name!r}: {path} is not SimCLR's 1percent.txt (sha256 {sha} != "
-                f"{ONE_PCT_SHA256})\n  how to obtain it: {OBTAIN_1PCT}"
+                f"{ONE_PCT_SHA256}; strict=False accepts another list)\n  how to obtain it: "
+                f"{OBTAIN_1PCT}"
             )
         hist = Counter(per_class.values())
         if len(lines) != ONE_PCT_LINES or hist != Counter({13: 811, 12: 189}):
             raise base.DatasetError(f"dataset {spec.name!r}: {path} has unexpected counts {hist}")
+    info = {"file": str(path), "sha256": sha, "lines": len(lines), "classes": len(per_class)}
+    return lines, info
+
+
+def match_1pct(spec, root: Path, lines: list[str], scanned: dict) -> dict[str, list[str]]:
+    """wnid -> listed file names; every listed file must be in train/."""
     lists: dict[str, list[str]] = {}
     train_files = scanned["files"]["train"]
     missing = []
@@ -226,8 +237,7 @@ def read_1pct(spec, root: Path, opts: dict, scanned: dict, strict: bool):
             f"{len(missing)} images of the 1% list are not in train/ (e.g. {missing[:3]})",
             root / "train",
         )
-    info = {"file": str(path), "sha256": sha, "lines": len(lines), "classes": len(per_class)}
-    return lists, info
+    return lists
 
 
 _SETS: dict = {}
