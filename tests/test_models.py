@@ -1,0 +1,160 @@
+"""Models: the CIFAR ResNet of Cao et al., the two-moons MLP, mini timm models, SSL heads,
+backbone files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from vcr.errors import ConfigError
+from vcr.models import (
+    SSLModel,
+    create_model,
+    feature_dim,
+    list_models,
+    load_backbone,
+    save_backbone,
+    simclr_projector,
+    vicreg_projector,
+)
+
+
+def _nparams(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_cifar_resnet32_matches_cao_et_al():
+    torch.manual_seed(0)
+    m = create_model("cifar_resnet32", num_classes=10)
+    # LDAM-DRW's resnet32: 464,154 parameters for 10 classes ("about 0.46 M")
+    assert _nparams(m) == 464154
+    assert [len(getattr(m, f"layer{i}")) for i in (1, 2, 3)] == [5, 5, 5]
+    assert [getattr(m, f"layer{i}")[0].conv1.out_channels for i in (1, 2, 3)] == [16, 32, 64]
+    # option-A shortcut: parameter-free, subsample + zero-pad
+    sc = m.layer2[0].shortcut
+    assert _nparams(sc) == 0
+    x = torch.randn(2, 16, 8, 8)
+    y = sc(x)
+    assert y.shape == (2, 32, 4, 4)
+    assert torch.equal(y[:, 8:24], x[:, :, ::2, ::2]) and not y[:, :8].any()
+    assert feature_dim(m) == 64
+    out = m(torch.randn(3, 3, 32, 32))
+    assert out.shape == (3, 10)
+    # depth is 6n+2
+    assert len(create_model("cifar_resnet", depth=20).layer1) == 3
+    with pytest.raises(ConfigError, match="6n\\+2"):
+        create_model("cifar_resnet", depth=30)
+
+
+def test_cifar_resnet_kaiming_init():
+    torch.manual_seed(0)
+    m = create_model("cifar_resnet32", num_classes=100)
+    w = m.layer3[4].conv2.weight  # 64*9 fan-in: kaiming std = sqrt(2/576)
+    assert abs(w.std().item() - (2 / 576) ** 0.5) < 0.1 * (2 / 576) ** 0.5
+
+
+def test_two_moons_mlp_variants():
+    m = create_model("two_moons_mlp")
+    assert [b[0].out_features for b in m.blocks] == [500, 500] and m.fc.out_features == 1
+    assert m(torch.randn(7, 2)).shape == (7, 1)
+    gs = create_model("two_moons_mlp", hidden=(500,))
+    assert _nparams(gs) == 2 * 500 + 500 + 500 + 1  # 2 -> 500 -> 1
+    reg = create_model("two_moons_mlp", hidden=(8,), dropout=0.7, batchnorm=True)
+    kinds = [type(x).__name__ for x in reg.blocks[0]]
+    assert kinds == ["Linear", "BatchNorm1d", "Dropout", "ReLU"]  # on the pre-activation
+    assert feature_dim(create_model("two_moons_mlp", num_classes=0)) == 500
+
+
+@pytest.mark.parametrize("name", ["mini_resnet", "mini_convnext", "mini_vit"])
+def test_mini_models_are_small_timm_models(name):
+    torch.manual_seed(0)
+    m = create_model(name, num_classes=7)
+    assert type(m).__module__.startswith("timm.")
+    assert _nparams(m) < 400_000
+    x = torch.randn(2, 3, 32, 32)
+    assert m(x).shape == (2, 7)
+    b = create_model(name, num_classes=0)
+    assert b(x).shape == (2, feature_dim(b))
+
+
+def test_create_model_falls_back_to_timm_and_names_errors():
+    with torch.device("meta"):
+        m = create_model("resnet18", num_classes=5)
+    assert type(m).__name__ == "ResNet" and m.fc.out_features == 5
+    with pytest.raises(ConfigError, match="no_such_net"):
+        create_model("no_such_net")
+    with pytest.raises(ConfigError, match="pretrained"):
+        create_model("resnet18", pretrained=True)
+    assert {"cifar_resnet32", "two_moons_mlp", "mini_resnet", "mini_convnext", "mini_vit"} <= set(
+        list_models()
+    )
+
+
+def test_projectors():
+    p = simclr_projector(64, hidden=32, out=16)
+    kinds = [type(x).__name__ for x in p]
+    assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d"]
+    assert p(torch.randn(4, 64)).shape == (4, 16)
+    v = vicreg_projector(64, dims=(32, 32))
+    assert [type(x).__name__ for x in v] == kinds and v[-1].num_features == 32
+    own = vicreg_projector(64, dims=(32, 32, 32), variant="vicreg")
+    assert type(own[-1]).__name__ == "Linear" and own[-1].bias is None
+    assert sum(isinstance(x, nn.Linear) for x in own) == 3
+    assert sum(isinstance(x, nn.BatchNorm1d) for x in own) == 2
+    with torch.device("meta"):
+        default = vicreg_projector(2048)
+    assert [x.out_features for x in default if isinstance(x, nn.Linear)] == [8192, 8192]
+
+
+@pytest.mark.parametrize(
+    "arch,kwargs",
+    [("cifar_resnet32", {}), ("mini_convnext", {"dims": (8, 16, 32, 64)}), ("mini_vit", {})],
+)
+def test_save_and_load_backbone_round_trip(tmp_path, arch, kwargs):
+    torch.manual_seed(0)
+    model = create_model(arch, num_classes=10, **kwargs)
+    path = tmp_path / "backbone.pt"
+    save_backbone(model, path, arch=arch, model_kwargs=kwargs, extra={"run": "x"})
+    blob = torch.load(path, weights_only=True)
+    assert set(blob) == {"arch", "model_kwargs", "state_dict", "feature_dim", "extra"}
+    assert not any(
+        k.startswith(("fc.", "head.fc.")) or k in ("head.weight", "head.bias")
+        for k in blob["state_dict"]
+    )
+    loaded = load_backbone(path)
+    assert not loaded.training
+    x = torch.randn(3, 3, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        feats = loaded(x)
+        assert feats.shape == (3, blob["feature_dim"])
+        torch.testing.assert_close(
+            feats, model.forward_head(model.forward_features(x), pre_logits=True)
+        )
+
+
+def test_save_backbone_from_ssl_model_and_errors(tmp_path):
+    torch.manual_seed(0)
+    bb = create_model("mini_resnet", num_classes=0)
+    ssl = SSLModel(bb, simclr_projector(feature_dim(bb), hidden=16, out=8))
+    save_backbone(ssl, tmp_path / "b.pt", arch="mini_resnet")
+    loaded = load_backbone(tmp_path / "b.pt")
+    x = torch.randn(2, 3, 32, 32)
+    bb.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), bb(x))
+    with pytest.raises(ConfigError, match="mini_convnext"):
+        save_backbone(bb, tmp_path / "c.pt", arch="mini_convnext")
+    assert not (tmp_path / "c.pt").exists()
+    with pytest.raises(FileNotFoundError, match="pretrain"):
+        load_backbone(tmp_path / "missing.pt")
+
+
+def test_import_does_not_load_timm():
+    code = "import sys, vcr.models, vcr.attach, vcr.regularizer; print('timm' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
