@@ -525,7 +525,8 @@ def attach(model: nn.Module, spec: RunSpec, recipe: Recipe) -> list[str]:
         eps=recipe.vcr_eps,
         delta=spec.delta or None,
         cov_scale=spec.cov_scale,
-        global_stats=recipe.vcr_global_stats,
+        # one process: local statistics are the global ones (and need no process group)
+        global_stats=recipe.vcr_global_stats and vdist.world_size() > 1,
     )
 
 
