@@ -1,0 +1,61 @@
+"""vcr-repro: every table and figure of Zhu et al. 2023 (VCR) as a Snakemake target.
+
+    snakemake --cores 2                         # everything, mini scale (CPU, minutes)
+    snakemake --cores 2 table3                  # one table (only what it needs)
+    snakemake --profile slurm                   # paper scale on a SLURM cluster
+    snakemake --report results/report.html      # HTML report of the tables and Fig. 2
+
+This file only reads the config, validates it and asks vcr.plan (which holds all the logic,
+unit-tested) for the jobs; the rules in rules/*.smk call the CLIs in workflow_scripts/.
+"""
+
+from snakemake.utils import min_version, validate
+
+from vcr import plan as vcr_plan
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "config.schema.yaml")
+PLAN = vcr_plan.build_plan(config)
+F = vcr_plan.fast_signature  # wraps every input/params function (dry-run speed, see there)
+SCALE = PLAN.scale
+WORK = PLAN.work
+
+
+wildcard_constraints:
+    scale=SCALE,
+    # a run folder below work/<scale>/runs/: RunSpec.relpath() (7 levels)
+    run=r"[A-Za-z0-9_.+-]+(/[A-Za-z0-9_.+-]+){6}",
+    dataset=r"[a-z0-9_]+",
+    table=r"table[1-6]",
+    protocol=r"lbfgs|sgd|adamw|finetune",
+    evalname=r"[A-Za-z0-9_.+]+",
+    method=r"none|l2|dropout|batchnorm|sd|vcr",
+
+
+include: "rules/data.smk"
+include: "rules/pretrain.smk"
+include: "rules/ssl.smk"
+include: "rules/probe.smk"
+include: "rules/analysis.smk"
+include: "rules/tables.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        PLAN.all_targets(),
+
+
+# One named target per table and figure; each depends only on what that table needs.
+for _target in vcr_plan.TARGETS:
+
+    rule:
+        name:
+            _target
+        input:
+            PLAN.table_outputs(_target),

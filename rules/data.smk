@@ -1,0 +1,17 @@
+# Stage 1: datasets. Real datasets are verified under config data_root (docs/DATA.md says where
+# each goes and how to obtain it); the mini datasets are generated. Output: a manifest.
+
+
+rule prepare_data:
+    output:
+        f"{WORK}/data/{{dataset}}/manifest.json",
+    log:
+        f"{WORK}/logs/prepare_data/{{dataset}}.log",
+    params:
+        data_root=PLAN.data_root,
+    threads: 1
+    resources:
+        **PLAN.rule_resources("prepare_data"),
+    shell:
+        "python workflow_scripts/prepare_data.py --dataset {wildcards.dataset}"
+        " --data-root {params.data_root} --out $(dirname {output}) > {log} 2>&1"

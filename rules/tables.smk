@@ -1,0 +1,67 @@
+# Stage 5: the published outputs. A table spec (CONTRACT section 7, written by vcr.plan) plus the
+# metric records of that table -> results/tables/<table>.{md,tex,csv}; the two-moons files ->
+# Fig. 2. Selection of alpha/beta/lr happens inside the renderer, on validation metrics only.
+
+
+localrules:
+    table_spec,
+
+
+rule table_spec:
+    output:
+        f"{WORK}/tables/{{table}}.json",
+    params:
+        # the spec's content is a param, so a plan change reruns this rule (and the render)
+        spec=F(lambda wc: PLAN.tables[wc.table].spec),
+    run:
+        PLAN.write_spec(wildcards.table, output[0])
+
+
+rule render_table:
+    input:
+        spec=f"{WORK}/tables/{{table}}.json",
+        records=F(lambda wc: PLAN.tables[wc.table].records),
+    output:
+        report(
+            f"{PLAN.results}/tables/{{table}}.md",
+            caption="../report/table.rst",
+            category="Tables",
+            labels={"table": "{table}", "format": "markdown"},
+        ),
+        f"{PLAN.results}/tables/{{table}}.tex",
+        report(
+            f"{PLAN.results}/tables/{{table}}.csv",
+            caption="../report/table.rst",
+            category="Tables",
+            labels={"table": "{table}", "format": "csv"},
+        ),
+    log:
+        f"{WORK}/logs/render_table/{{table}}.log",
+    params:
+        prefix=F(lambda wc: f"{PLAN.results}/tables/{wc.table}"),
+    threads: 1
+    resources:
+        **PLAN.rule_resources("render_table"),
+    shell:
+        "python workflow_scripts/render_table.py --spec {input.spec} --records {input.records}"
+        " --out-prefix {params.prefix} > {log} 2>&1"
+
+
+rule plot_figure2:
+    input:
+        list(PLAN.two_moons.values()),
+    output:
+        fig=report(
+            f"{PLAN.results}/figures/figure2.png",
+            caption="../report/figure2.rst",
+            category="Figures",
+        ),
+        margins=f"{PLAN.results}/tables/figure2_margins.csv",
+    log:
+        f"{WORK}/logs/figure2.log",
+    threads: 1
+    resources:
+        **PLAN.rule_resources("plot_figure2"),
+    shell:
+        "python workflow_scripts/figure2.py --inputs {input} --out {output.fig}"
+        " --margins {output.margins} > {log} 2>&1"
