@@ -366,7 +366,7 @@ def _load_array_source(kind: str, path: str, stamp: tuple) -> np.ndarray:
 
 def _array(manifest: dict, source: dict) -> np.ndarray:
     """A source is one or more files of one kind, concatenated in order (CIFAR-10's batches)."""
-    parts = []
+    keys = []
     for rel in source["paths"]:
         path = manifest_root(manifest) / rel
         if not path.exists():
@@ -375,19 +375,16 @@ def _array(manifest: dict, source: dict) -> np.ndarray:
                 "re-run prepare_data.py"
             )
         st = path.stat()
-        parts.append(_load_array_source(source["kind"], str(path), (st.st_size, st.st_mtime_ns)))
-    return parts[0] if len(parts) == 1 else _concat_cached(tuple(id(p) for p in parts), parts)
+        keys.append((source["kind"], str(path), (st.st_size, st.st_mtime_ns)))
+    if len(keys) == 1:
+        return _load_array_source(*keys[0])
+    return _concat_sources(tuple(keys))
 
 
-_CONCAT: dict = {}
-
-
-def _concat_cached(key, parts):
-    # Concatenating CIFAR-10's five batches once per process, not once per split load.
-    if key not in _CONCAT:
-        _CONCAT.clear()
-        _CONCAT[key] = np.concatenate(parts)
-    return _CONCAT[key]
+@lru_cache(maxsize=4)
+def _concat_sources(keys: tuple) -> np.ndarray:
+    # CIFAR-10's five batches are concatenated once per process, not once per split load.
+    return np.concatenate([_load_array_source(*k) for k in keys])
 
 
 def _split_entries(index: dict, split: str) -> list[dict]:
