@@ -274,8 +274,12 @@ def test_torchvision_weights_load_into_timm_models(tmp_path):
         tmp_path,
         32,
     )
-    cfg = [CNBlockConfig(8, 16, 1), CNBlockConfig(16, 32, 1), CNBlockConfig(32, 64, 1),
-           CNBlockConfig(64, None, 2)]
+    cfg = [
+        CNBlockConfig(8, 16, 1),
+        CNBlockConfig(16, 32, 1),
+        CNBlockConfig(32, 64, 1),
+        CNBlockConfig(64, None, 2),
+    ]
     tv = TVConvNeXt(cfg, stochastic_depth_prob=0.0, num_classes=5)
     for m in tv.modules():  # layer scale starts at 1e-6: make the blocks matter
         if hasattr(m, "layer_scale"):
@@ -313,3 +317,75 @@ def test_torchvision_weights_load_into_timm_models(tmp_path):
     )
     with pytest.raises(ConfigError, match="no such file"):
         vt.load_torchvision_weights(TinyNet(), tmp_path / "missing.pth", "resnet50")
+
+
+# ---------------------------------------------------------------------------------------------
+# every recipe: one step per epoch on tiny inputs
+# ---------------------------------------------------------------------------------------------
+SSL_SMALL = {"projector_hidden": 16, "projector_out": 8, "projector_dims": [16, 16]}
+RECIPES = [
+    "tv_resnet50_v1",
+    "tv_resnet50_v2",
+    "tv_convnext_tiny",
+    "tv_vit_b_32",
+    "atto_in1k_90ep",
+    "atto_superclass_200ep",
+    "resnet32_lt",
+    "simclr_100ep",
+    "vicreg_100ep",
+]
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipe_smoke_one_step(tmp_path, name):
+    recipe = get_recipe(name)
+    method = recipe.method
+    ssl = method != "supervised"
+    ov = {
+        "epochs": 2,
+        "warmup_epochs": 1 if recipe.warmup_epochs else 0,
+        "max_steps_per_epoch": 1,
+        **(SSL_SMALL if ssl else {}),
+    }
+    spec = tiny_spec(recipe=name, method=method)
+    final = run_tiny(tmp_path, spec=spec, overrides=ov, ssl=ssl)
+    r = get_recipe(name, **{**ov, "batch_size": 16})
+    peak = vt.resolved_lr(spec, r)
+    log = read_log(tmp_path)
+    start = r.warmup_decay if r.warmup_epochs else 1.0
+    assert log[0]["lr"] == pytest.approx(peak * start)  # warmup start
+    assert log[1]["lr"] == pytest.approx(peak)  # warmup end = peak lr
+    assert {"vcr/l_var", "vcr/l_cov"} <= set(log[0])
+    assert all(np_finite(e["loss"]) for e in log)
+    if ssl:
+        assert final["val_top1"] is None and final["test_top1"] is None
+        assert any(k.startswith("ssl/") for k in log[0])
+        keys = set(backbone_state(tmp_path))
+        assert keys == set(TinyNet(num_classes=0).state_dict())  # projector not saved
+    else:
+        assert 0 <= final["test_top1"] <= 1
+
+
+def np_finite(x):
+    return x == x and abs(x) != float("inf")
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipe_weight_decay_groups(name):
+    recipe = get_recipe(name)
+    model = TinyNet()
+    norm = {id(p) for p in model.stem[1].parameters()}
+    bias = {id(model.fc.bias)}
+    wd = {id(p): g["weight_decay"] for g in vt.param_groups(model, recipe) for p in g["params"]}
+    assert len(wd) == len(list(model.parameters()))
+    if recipe.optimizer == "lars":  # biases and norms: no wd (and no trust ratio)
+        assert all(wd[i] == 0 for i in norm | bias)
+    else:
+        want_norm = recipe.weight_decay if recipe.norm_weight_decay is None else 0.0
+        assert all(wd[i] == want_norm for i in norm)
+    assert wd[id(model.fc.weight)] == recipe.weight_decay
+    # what the paper / torchvision recipes say about norm layers
+    if name.startswith(("atto", "resnet32", "tv_resnet50_v2", "tv_convnext")):
+        assert all(wd[i] == 0 for i in norm)
+    if name in ("tv_resnet50_v1", "tv_vit_b_32"):
+        assert all(wd[i] == recipe.weight_decay for i in norm)

@@ -26,7 +26,7 @@ SIDE = 8
 class TinyNet(nn.Module):
     """conv stem + GroupNorm, two conv blocks (the VCR sites), dropout, linear head."""
 
-    def __init__(self, num_classes: int = NUM_CLASSES, width: int = 8, dropout: float = 0.1):
+    def __init__(self, num_classes=NUM_CLASSES, width=8, dropout=0.1, drop_path_rate=0.0):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.GroupNorm(2, width))
         self.blocks = nn.Sequential(
