@@ -158,3 +158,27 @@ def test_import_does_not_load_timm():
     code = "import sys, vcr.models, vcr.attach, vcr.regularizer; print('timm' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_bench_smoke(tmp_path, capsys):
+    from vcr.bench import main
+
+    res = main(
+        [
+            "--model",
+            "two_moons_mlp",
+            "--batch",
+            "64",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--num-classes",
+            "1",
+            "--json",
+            str(tmp_path / "b.json"),
+        ]
+    )
+    assert set(res["median_ms"]) == {"none", "autograd", "fast"} and res["sites"] == 2
+    assert res["ratio"]["none"] == 1.0 and all(v > 0 for v in res["median_ms"].values())
+    assert (tmp_path / "b.json").is_file() and "fast" in capsys.readouterr().out

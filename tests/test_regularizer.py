@@ -84,6 +84,27 @@ def test_vcr_loss_gradient_matches_finite_differences(layout):
     )
 
 
+@pytest.mark.parametrize("cov_scale", ["eq2", "alg1"])
+@pytest.mark.parametrize("product", ["auto", "samples", "features"])
+def test_sample_gram_product_for_wide_features(product, cov_scale):
+    """n < d (pooled features, projectors): X C = (X X^T) X / (n-1) is exact too."""
+    g = torch.Generator().manual_seed(5)
+    h = torch.randn(10, 24, generator=g, dtype=torch.float64) * torch.linspace(
+        0.2, 1.5, 24, dtype=torch.float64
+    )
+    h[:, 3] = 0.0  # and a dead feature
+    layer = VCRLayer(0.8, 0.5, cov_scale=cov_scale, product=product)
+    assert layer._use_sample_gram(h, 10, 24) == (product != "features")
+    x = h.clone().requires_grad_()
+    layer(x)
+    vcr_penalty(layer).backward()
+    ref = _autograd_grad(h, 0.8, 0.5, cov_scale=cov_scale)
+    torch.testing.assert_close(x.grad, ref, rtol=0, atol=1e-10)
+    terms = vcr_terms(h, cov_scale=cov_scale)
+    for k in ("l_var", "l_cov", "std_mean"):
+        torch.testing.assert_close(layer.last[k], terms[k], rtol=1e-10, atol=1e-14)
+
+
 def test_channels_last_input_gives_the_same_gradient():
     h = _features("nchw")
     ref = _fast_grad(h, 0.5, 0.5, layout="nchw")
