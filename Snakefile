@@ -20,6 +20,8 @@ configfile: "config.yaml"
 
 
 validate(config, "config.schema.yaml")
+# Every job imports vcr from this checkout (also on cluster nodes and in --use-conda envs).
+shell.prefix(f"export PYTHONPATH='{workflow.basedir}'${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 PLAN = vcr_plan.build_plan(config)
 F = vcr_plan.fast_signature  # wraps every input/params function (dry-run speed, see there)
 SCALE = PLAN.scale

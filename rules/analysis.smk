@@ -17,6 +17,8 @@ rule collapse:
         sets=F(lambda wc, output: PLAN.eval_set_args(output.cdnv)),
         cache=F(lambda wc: f"{WORK}/features/{wc.run}"),
     threads: 1
+    conda:
+        "../envs/vcr.yaml"
     resources:
         **PLAN.rule_resources("collapse"),
     shell:
@@ -34,6 +36,8 @@ rule two_moons:
     params:
         args=PLAN.two_moons_args(),
     threads: 1
+    conda:
+        "../envs/vcr.yaml"
     resources:
         **PLAN.rule_resources("two_moons"),
     shell:

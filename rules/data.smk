@@ -10,6 +10,8 @@ rule prepare_data:
     params:
         data_root=PLAN.data_root,
     threads: 1
+    conda:
+        "../envs/vcr.yaml"
     resources:
         **PLAN.rule_resources("prepare_data"),
     shell:

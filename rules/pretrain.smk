@@ -18,6 +18,8 @@ rule pretrain:
         args=F(lambda wc: PLAN.pretrain_args(wc.run)),
         launch=F(lambda wc: PLAN.launcher(PLAN.pretrain_resources(wc.run))),
     threads: 1
+    conda:
+        "../envs/vcr.yaml"
     resources:
         **PLAN.rule_resources("pretrain"),
     shell:
@@ -41,6 +43,8 @@ rule import_weights:
     params:
         args=F(lambda wc: PLAN.pretrain_args(wc.run)),
     threads: 1
+    conda:
+        "../envs/vcr.yaml"
     resources:
         **PLAN.rule_resources("import_weights"),
     shell:

@@ -16,6 +16,8 @@ rule probe:
         args=F(lambda wc, output: PLAN.probe_args(output[0])),
         cache=F(lambda wc: f"{WORK}/features/{wc.run}"),
     threads: 1
+    conda:
+        "../envs/vcr.yaml"
     resources:
         **PLAN.rule_resources("probe"),
     shell:
@@ -34,6 +36,8 @@ rule classifier_metric:
     params:
         dataset=F(lambda wc, output: PLAN.eval_dataset(output[0])),
     threads: 1
+    conda:
+        "../envs/vcr.yaml"
     resources:
         **PLAN.rule_resources("classifier_metric"),
     shell:

@@ -17,6 +17,8 @@ rule pretrain_ssl:
         args=F(lambda wc: PLAN.pretrain_args(wc.run)),
         launch=F(lambda wc: PLAN.launcher(PLAN.pretrain_resources(wc.run))),
     threads: 1
+    conda:
+        "../envs/vcr.yaml"
     resources:
         **PLAN.rule_resources("pretrain_ssl"),
     shell:

@@ -10,17 +10,21 @@ localrules:
 rule table_spec:
     output:
         f"{WORK}/tables/{{table}}.json",
+    log:
+        f"{WORK}/logs/table_spec/{{table}}.log",
     params:
         # the spec's content is a param, so a plan change reruns this rule (and the render)
         spec=F(lambda wc: PLAN.tables[wc.table].spec),
     run:
-        PLAN.write_spec(wildcards.table, output[0])
+        PLAN.write_spec(wildcards.table, output[0], log=log[0])
 
 
 rule render_table:
     input:
         spec=f"{WORK}/tables/{{table}}.json",
         records=F(lambda wc: PLAN.tables[wc.table].records),
+        # the renderer's code: a change to it reruns only the rendering jobs
+        code=vcr_plan.RENDER_CODE,
     output:
         report(
             f"{PLAN.results}/tables/{{table}}.md",
@@ -40,6 +44,8 @@ rule render_table:
     params:
         prefix=F(lambda wc: f"{PLAN.results}/tables/{wc.table}"),
     threads: 1
+    conda:
+        "../envs/vcr.yaml"
     resources:
         **PLAN.rule_resources("render_table"),
     shell:
@@ -49,7 +55,8 @@ rule render_table:
 
 rule plot_figure2:
     input:
-        list(PLAN.two_moons.values()),
+        runs=list(PLAN.two_moons.values()),
+        code=vcr_plan.FIGURE_CODE,
     output:
         fig=report(
             f"{PLAN.results}/figures/figure2.png",
@@ -60,8 +67,10 @@ rule plot_figure2:
     log:
         f"{WORK}/logs/figure2.log",
     threads: 1
+    conda:
+        "../envs/vcr.yaml"
     resources:
         **PLAN.rule_resources("plot_figure2"),
     shell:
-        "python workflow_scripts/figure2.py --inputs {input} --out {output.fig}"
+        "python workflow_scripts/figure2.py --inputs {input.runs} --out {output.fig}"
         " --margins {output.margins} > {log} 2>&1"

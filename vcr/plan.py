@@ -48,7 +48,7 @@ from typing import Any
 
 from vcr import io
 from vcr.errors import ConfigError
-from vcr.records import PLACEMENTS, RunSpec, fmt_float
+from vcr.records import RunSpec, fmt_float
 
 SCALES = ("mini", "cifar", "paper")
 TABLES = ("table1", "table2", "table3", "table4", "table5", "table6")
@@ -97,6 +97,18 @@ PAPER_ARCHS = ("resnet50", "convnext_tiny", "vit_b_32", "convnext_atto", "resnet
 # Aircraft, Pets, Flowers; top-1 elsewhere). The record's ``metric`` must equal the column's.
 MEAN_PER_CLASS = frozenset({"aircraft", "pets", "flowers"})
 COLLAPSE_METRICS = ("cdnv", "ncc", "mi")
+
+# Code files of the rendering rules, declared as their inputs: editing the renderer (or the
+# paper numbers) reruns the rendering jobs and nothing else. Training/probe code is not tracked
+# this way on purpose (a comment edit must not retrain 1,800 runs); rerun those explicitly.
+RENDER_CODE = (
+    "workflow_scripts/render_table.py",
+    "vcr/tables/render.py",
+    "vcr/tables/paper_numbers.yaml",
+    "vcr/select.py",
+    "vcr/tables/paper.py",
+)
+FIGURE_CODE = ("workflow_scripts/figure2.py", "vcr/figures.py")
 
 # torchvision file names of the released weights (Table 1 baselines), below data_root.
 TORCHVISION_WEIGHTS = {
@@ -244,6 +256,51 @@ def table_designs(vcr_placement: str, resnet50_recipe: str) -> dict[str, TableDe
         "table6": TableDesign(t6_rows, _transfer_columns(
             ("food101", "cars", "aircraft", "pets", "flowers", "dtd")), sweep_lr=True),
     }  # fmt: skip
+
+
+def expected_paper_jobs() -> dict[str, dict[str, int]]:
+    """Jobs each target runs from scratch at paper scale, from the paper's design, written out.
+
+    The DAG (``snakemake -n``) must list exactly these (tests/test_pipeline_dryrun.py), so an
+    accidental change to the plan fails loudly. grid = 4 alphas x 5 betas = 20 VCR settings;
+    lr {0.016, 0.008} only in Tables 2, 3, 6; 3 seeds; baselines: 1 per (lr, seed), except the
+    Table 1 baselines imported from torchvision (1 each). Probes: one job per (run, protocol):
+    L-BFGS (6 transfer sets), SGD (iNat18 + Places205), fine-tune (IN 1%), AdamW (Table 2).
+    """
+    grid, lrs, seeds = len(PAPER_ALPHAS) * len(PAPER_BETAS), len(PAPER_LRS), 3
+    t1_vcr = 3 * grid * seeds  # 3 architectures x grid x seeds = 180
+    t2 = 6 * (grid * lrs + lrs) * seeds  # 6 datasets x (VCR grid x lr + baseline x lr) x 3 = 756
+    t3 = 2 * (grid * lrs + lrs) * seeds  # 2 long-tail datasets = 252
+    t4 = 2 * (grid + 1) * seeds  # SimCLR, VICReg x (grid + baseline) x 3 = 126
+    t5 = grid * seeds + 1  # Table 1's ConvNeXt-T runs: 60 VCR + 1 imported baseline
+    t6 = 4 * grid * lrs * seeds  # 4 placements x grid x lr x 3 = 480
+    render = {"table_spec": 1, "render_table": 1}
+    return {
+        "table1": {
+            "prepare_data": 1 + 8,  # ImageNet + 8 transfer sets
+            "import_weights": 3,
+            "pretrain": t1_vcr,
+            "probe": (t1_vcr + 3) * 2,  # L-BFGS group + SGD group per run
+            **render,
+        },
+        "table2": {"prepare_data": 6, "pretrain": t2, "probe": t2, **render},
+        "table3": {"prepare_data": 2, "pretrain": t3, "classifier_metric": t3, **render},
+        "table4": {
+            "prepare_data": 1 + 1 + 8,  # ImageNet, ImageNet-1%, 8 transfer sets
+            "pretrain_ssl": t4,
+            "probe": t4 * 3,  # fine-tune + L-BFGS group + SGD group
+            **render,
+        },
+        "table5": {
+            "prepare_data": 1,
+            "import_weights": 1,
+            "pretrain": t5 - 1,
+            "collapse": t5,
+            **render,
+        },
+        "table6": {"prepare_data": 1 + 6, "pretrain": t6, "probe": t6, **render},
+        "figure2": {"two_moons": 6, "plot_figure2": 1},
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -664,8 +721,11 @@ class Plan:
     def all_targets(self) -> list[str]:
         return [p for t in TARGETS for p in self.table_outputs(t)]
 
-    def write_spec(self, table: str, path: str | None = None) -> None:
-        io.write_json(path or self.spec_path(table), self.tables[table].spec)
+    def write_spec(self, table: str, path: str | None = None, log: str | None = None) -> None:
+        path = path or self.spec_path(table)
+        io.write_json(path, self.tables[table].spec)
+        if log:
+            io.write_text(log, f"wrote {path} from vcr.plan (scale {self.scale})\n")
 
     # --- command-line arguments (the rules paste these) ---------------------------------------
     def pretrain_job(self, key: str) -> Pretrain:
@@ -919,17 +979,97 @@ def load_config(path: str | Path = "config.yaml", overrides: dict | None = None)
     return cfg
 
 
+def check_results(plan: Plan, targets=TARGETS) -> list[str]:
+    """Problems with the rendered outputs of ``targets`` (empty list = all there and complete).
+
+    Tolerates nothing: a missing file, an empty figure, or a cell of a planned column that is
+    not "ok" (no records, no number) is a problem. Used by .ci/pipeline_checks.sh after the
+    mini pipeline.
+    """
+    import csv
+
+    problems = []
+    for target in targets:
+        outs = plan.table_outputs(target)
+        missing = [p for p in outs if not Path(p).is_file() or Path(p).stat().st_size == 0]
+        if missing:
+            problems.append(f"{target}: missing or empty {missing}")
+            continue
+        if target == "figure2":
+            with open(outs[0], "rb") as fh:
+                if fh.read(8) != b"\x89PNG\r\n\x1a\n":
+                    problems.append(f"{outs[0]}: not a PNG file")
+            with open(outs[1], newline="") as fh:
+                rows = list(csv.DictReader(fh))
+            methods = {r.get("method") for r in rows}
+            if methods != set(plan.two_moons):
+                problems.append(f"{outs[1]}: methods {sorted(methods)} != {sorted(plan.two_moons)}")
+            continue
+        planned = {c["key"] for c in plan.tables[target].spec["columns"] if c["eval_dataset"]}
+        with open(outs[2], newline="") as fh:
+            cells = list(csv.DictReader(fh))
+        for key in sorted(planned):
+            for row in plan.tables[target].spec["rows"]:
+                found = [c for c in cells if c["row"] == row["key"] and c["column"] == key]
+                if not found:
+                    problems.append(f"{target}: no cell ({row['key']}, {key}) in {outs[2]}")
+                    continue
+                cell = found[0]
+                if cell["status"] != "ok" or not _is_number(cell["mean"]):
+                    problems.append(
+                        f"{target}: cell ({row['key']}, {key}) is {cell['status']!r} "
+                        f"(mean {cell['mean']!r})"
+                    )
+        if not planned:
+            problems.append(f"{target}: no column of this table is planned at {plan.scale}")
+    return problems
+
+
+def _is_number(text) -> bool:
+    try:
+        float(text)
+    except (TypeError, ValueError):
+        return False
+    return text not in ("", "nan")
+
+
 def main(argv=None) -> int:
-    """``python -m vcr.plan [--scale S]``: print the plan's job counts as JSON."""
+    """``python -m vcr.plan [--scale S] [--check-results]``: job counts as JSON, or check the
+    rendered tables/figure of the scale (exit 1 and a list of problems when incomplete)."""
     import argparse
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--config", default="config.yaml")
+    ap.add_argument("--configfile", nargs="*", default=[], help="deep-merged over --config")
     ap.add_argument("--scale", default=None)
+    ap.add_argument("--check-results", action="store_true")
+    ap.add_argument("--targets", nargs="*", default=list(TARGETS))
     args = ap.parse_args(argv)
-    plan = build_plan(load_config(args.config), args.scale)
+    cfg = load_config(args.config)
+    for extra in args.configfile:
+        cfg = deep_update(cfg, load_config(extra))
+    plan = build_plan(cfg, args.scale)
+    if args.check_results:
+        problems = check_results(plan, args.targets)
+        for p in problems:
+            print("PROBLEM:", p)
+        print(
+            f"checked {len(args.targets)} target(s) at scale {plan.scale}: "
+            f"{len(problems)} problem(s)"
+        )
+        return 1 if problems else 0
     print(json.dumps(plan.summary(), indent=2))
     return 0
+
+
+def deep_update(base: dict, new: dict) -> dict:
+    """Merge ``new`` into a copy of ``base`` like Snakemake merges --configfile."""
+    out = dict(base)
+    for k, v in new.items():
+        out[k] = (
+            deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
+    return out
 
 
 if __name__ == "__main__":

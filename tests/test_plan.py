@@ -1,0 +1,376 @@
+"""vcr.plan: config -> runs, evaluations, table specs, resources (no Snakemake needed)."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import re
+from pathlib import Path
+
+import pytest
+
+from vcr import plan as P
+from vcr.errors import ConfigError
+from vcr.records import RunSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def config():
+    return P.load_config(ROOT / "config.yaml")
+
+
+@pytest.fixture(scope="module")
+def plans(config):
+    return {s: P.build_plan(config, s) for s in P.SCALES}
+
+
+def test_default_scale_is_mini(config):
+    assert config["scale"] == "mini"
+    assert P.build_plan(config).scale == "mini"
+
+
+def test_paper_counts_match_the_written_design(plans):
+    expected = P.expected_paper_jobs()
+    for target in P.TARGETS:
+        assert plans["paper"].table_jobs(target) == expected[target], target
+
+
+def test_mini_counts_follow_the_config(config, plans):
+    sc = config["scales"]["mini"]
+    n_vcr, n_seeds = len(sc["sweep"]["pairs"]), len(sc["seeds"])
+    mini = plans["mini"]
+    # Table 1: 3 architectures x (baseline + VCR settings) x seeds, all trained at mini
+    assert mini.table_jobs("table1")["pretrain"] == 3 * (1 + n_vcr) * n_seeds
+    # one probe job per run (sgd mapped to lbfgs, all stand-ins grouped)
+    assert mini.table_jobs("table1")["probe"] == 3 * (1 + n_vcr) * n_seeds
+    assert mini.table_jobs("table6")["pretrain"] == 4 * n_vcr * n_seeds
+    assert mini.table_jobs("table4")["pretrain_ssl"] == 2 * (1 + n_vcr) * n_seeds
+    assert mini.table_jobs("table4")["probe"] == 2 * 2 * (1 + n_vcr) * n_seeds  # ft + lbfgs
+    # the mini budget: every job of `all` counted once
+    assert mini.total_jobs() == (
+        len(mini.pretrain)
+        + len({id(e) for e in mini.evals.values()})
+        + len(mini.datasets)
+        + 2 * len(P.TABLES)
+        + len(mini.two_moons)
+        + 1
+        + 1
+    )
+    assert mini.total_jobs() <= 260
+
+
+def test_run_folders_are_keyed_by_runspec_only(plans):
+    for plan in plans.values():
+        for key, job in plan.pretrain.items():
+            assert key == job.spec.relpath()
+            assert job.spec.scale == plan.scale
+            assert RunSpec.from_dict(job.spec.to_dict()) == job.spec
+        # a run two tables need is one job: Table 5 measures Table 1's ConvNeXt-T runs
+        t5 = set(plan.tables["table5"].runs)
+        assert t5 <= set(plan.tables["table1"].runs) or not t5
+
+
+def test_eval_paths_follow_the_contract(plans):
+    pat = re.compile(
+        r"^work/(mini|cifar|paper)/runs/[^/]+(/[^/]+){6}/eval/"
+        r"((lbfgs|sgd|adamw|finetune|classifier)-[A-Za-z0-9_.+]+|collapse/(cdnv|ncc|mi))\.json$"
+    )
+    for plan in plans.values():
+        for path, ev in plan.evals.items():
+            assert pat.match(path), path
+            assert ev.run in plan.pretrain
+            for m in ev.manifests:
+                assert m.startswith(f"work/{plan.scale}/data/") and m.endswith("/manifest.json")
+
+
+def test_table_specs_use_the_contract_keys(plans):
+    rows = {
+        "table1": [
+            "resnet50",
+            "resnet50_vcr",
+            "convnext_tiny",
+            "convnext_tiny_vcr",
+            "vit_b_32",
+            "vit_b_32_vcr",
+        ],
+        "table2": ["convnext", "convnext_vcr"],
+        "table3": ["resnet32", "resnet32_vcr"],
+        "table4": ["simclr", "simclr_vcr", "vicreg", "vicreg_vcr"],
+        "table5": ["convnext", "convnext_vcr"],
+        "table6": ["vcr1", "vcr2", "vcr3", "vcr4"],
+    }
+    t1 = ["inat18", "places205", "food101", "cars", "aircraft", "pets", "flowers", "dtd"]
+    cols = {
+        "table1": t1,
+        "table2": ["cifar100", "living_9", "mixed_10", "mixed_13", "geirhos_16", "big_12"],
+        "table3": ["cifar10_lt", "cifar100_lt"],
+        "table4": ["in1pct", *t1],
+        "table5": ["cdnv", "ncc", "mi"],
+        "table6": t1[2:],
+    }
+    for plan in plans.values():
+        for t in P.TABLES:
+            spec = plan.tables[t].spec
+            assert spec["table"] == t and spec["scale"] == plan.scale
+            assert [r["key"] for r in spec["rows"]] == rows[t]
+            assert [c["key"] for c in spec["columns"]] == cols[t]
+            for c in spec["columns"]:
+                assert c["metric"]
+                assert c["protocol"] in (*P.PROTOCOLS, "classifier", "collapse")
+
+
+def test_paper_numbers_know_every_spec_cell(plans):
+    pytest.importorskip("vcr.tables.paper")
+    from vcr.tables.paper import load_paper_numbers
+
+    numbers = load_paper_numbers()
+    for t in P.TABLES:
+        spec = plans["paper"].tables[t].spec
+        for r in spec["rows"]:
+            for c in spec["columns"]:
+                assert c["key"] in numbers[t][r["key"]], (t, r["key"], c["key"])
+
+
+def test_cifar_scale_runs_only_the_cifar_experiments(plans):
+    cifar = plans["cifar"]
+    planned = {
+        t: [c["key"] for c in cifar.tables[t].spec["columns"] if c["eval_dataset"]]
+        for t in P.TABLES
+    }
+    assert planned == {
+        "table1": [],
+        "table2": ["cifar100"],
+        "table3": ["cifar10_lt", "cifar100_lt"],
+        "table4": [],
+        "table5": [],
+        "table6": [],
+    }
+    assert set(cifar.datasets) == {"cifar100", "cifar10_lt", "cifar100_lt"}
+    assert len(cifar.two_moons) == len(P.TWO_MOONS_METHODS)
+
+
+def test_mini_maps_every_column_but_the_imagenet_subsets(plans):
+    mini = plans["mini"]
+    for t in P.TABLES:
+        for c in mini.tables[t].spec["columns"]:
+            subset = t == "table2" and c["key"] != "cifar100"
+            assert (c["eval_dataset"] is None) == subset, (t, c["key"])
+
+
+def test_column_match_separates_columns_sharing_a_stand_in(plans):
+    spec = plans["mini"].tables["table3"].spec
+    a, b = spec["columns"]
+    assert a["eval_dataset"] == b["eval_dataset"] == "mini_objects_lt"
+    assert a["match"] != b["match"]
+    keys = {
+        (r["run"]["dataset"], r["run"]["target"]) for r in _record_runs(plans["mini"], "table3")
+    }
+    assert keys == {(m["dataset"], m["target"]) for m in (a["match"], b["match"])}
+
+
+def _record_runs(plan, table):
+    out = []
+    for rec in plan.tables[table].records:
+        ev = plan.evals[rec]
+        out.append({"run": plan.pretrain[ev.run].spec.to_dict()})
+    return out
+
+
+def test_table2_probes_the_subclasses_of_a_superclass_run(plans):
+    for plan in (plans["mini"], plans["cifar"]):
+        recs = plan.tables["table2"].records
+        assert recs
+        for rec in recs:
+            ev = plan.evals[rec]
+            assert plan.pretrain[ev.run].spec.target == "super"
+            assert ev.protocol == "adamw"
+            assert "target=sub" in plan.probe_args(rec)
+
+
+def test_lr_is_swept_only_where_the_paper_sweeps_it(plans):
+    paper = plans["paper"]
+    lrs = {t: {paper.pretrain[r].spec.lr for r in paper.tables[t].runs} for t in P.TABLES}
+    for t in ("table2", "table3", "table6"):
+        assert lrs[t] == set(P.PAPER_LRS)
+    for t in ("table1", "table4", "table5"):
+        assert lrs[t] == {0.0}
+
+
+def test_table1_baselines_import_torchvision_weights_at_paper(plans, config):
+    paper = plans["paper"]
+    imported = [j for j in paper.pretrain.values() if j.init_weights]
+    assert len(imported) == 3
+    for job in imported:
+        assert job.spec.placement == "none" and job.spec.seed == 0
+        assert job.init_weights.startswith(config["data_root"] + "/weights/")
+        args = paper.pretrain_args(job.key)
+        assert "--init-weights" in args and "epochs=0" in args
+        assert paper.pretrain_resources(job.key)["gpu"] == 0
+    # the regex of the import rule matches exactly those runs
+    rx = re.compile(f"^(?:{paper.imported_runs_regex()})$")
+    assert {k for k in paper.pretrain if rx.match(k)} == {j.key for j in imported}
+    assert plans["mini"].imported_runs_regex() == "(?!)"
+
+
+def test_resnet50_recipe_switch(config):
+    cfg = copy.deepcopy(config)
+    cfg["table1"]["resnet50_recipe"] = "tv_resnet50_v1"
+    plan = P.build_plan(cfg, "paper")
+    match = plan.tables["table1"].spec["rows"][0]["match"]
+    assert match["recipe"] == "tv_resnet50_v1"
+    w = [j.init_weights for j in plan.pretrain.values() if j.spec.recipe == "tv_resnet50_v1"]
+    assert w and w[0].endswith("resnet50-0676ba61.pth")
+
+
+def test_table1_train_baseline_switch(config):
+    cfg = copy.deepcopy(config)
+    cfg["scales"]["paper"]["table1_baseline"] = "train"
+    plan = P.build_plan(cfg, "paper")
+    assert not any(j.init_weights for j in plan.pretrain.values())
+    assert plan.table_jobs("table1")["pretrain"] == 3 * (20 + 1) * 3
+
+
+def test_pretrain_args_carry_every_runspec_field(plans):
+    plan = plans["paper"]
+    key = next(k for k, j in plan.pretrain.items() if j.spec.placement == "blocks+downsample")
+    args = plan.pretrain_args(key)
+    spec = plan.pretrain[key].spec
+    for field, flag in [
+        ("scale", "--scale"),
+        ("method", "--method"),
+        ("arch", "--arch"),
+        ("dataset", "--dataset"),
+        ("target", "--target"),
+        ("recipe", "--recipe"),
+        ("seed", "--seed"),
+        ("cov_scale", "--cov-scale"),
+    ]:
+        assert f"{flag} {getattr(spec, field)}" in args
+    assert "--placement blocks+downsample " in args
+    assert f"--manifest work/paper/data/{spec.dataset}/manifest.json" in args
+
+
+def test_multi_node_resources_start_one_torchrun_per_node(plans):
+    paper = plans["paper"]
+    key = next(k for k, j in paper.pretrain.items() if j.spec.recipe == "tv_convnext_tiny"
+               and not j.init_weights)  # fmt: skip
+    res = paper.pretrain_resources(key)
+    assert res["nodes"] == 2 and res["tasks"] == 2 and res["mpi"] == "srun"
+    eff = P._effective(res)
+    assert eff["tasks_per_gpu"] == 0 and eff["gpu"] == 16
+    launch = paper.launcher(res)
+    assert launch.startswith("srun torchrun --nnodes=2 --nproc_per_node=8")
+    # single node, 8 GPUs
+    key = next(k for k, j in paper.pretrain.items() if j.spec.recipe == "atto_in1k_90ep")
+    assert paper.launcher(paper.pretrain_resources(key)) == (
+        "torchrun --standalone --nproc_per_node=8"
+    )
+
+
+def test_mini_jobs_declare_no_gpu(plans):
+    mini = plans["mini"]
+    for rule in ("pretrain", "pretrain_ssl", "probe", "collapse", "prepare_data"):
+        res = mini.rule_resources(rule)
+        assert "gpu" not in res and "nodes" not in res
+    assert mini.launcher(mini.pretrain_resources(next(iter(mini.pretrain)))) == "python"
+
+
+def test_resource_getters_return_per_job_values(plans):
+    paper = plans["paper"]
+    getters = paper.rule_resources("pretrain")
+
+    class WC:
+        pass
+
+    wc = WC()
+    wc.run = next(k for k, j in paper.pretrain.items() if j.spec.recipe == "resnet32_lt")
+    assert getters["gpu"](wc) == 1
+    assert getters["nodes"](wc) is None  # left out: no --nodes flag for a one-node job
+    probe = paper.rule_resources("probe")
+    wc.protocol = "sgd"
+    assert probe["runtime"](wc) == 2880
+
+
+def test_missing_dataset_mapping_names_the_key(config):
+    cfg = copy.deepcopy(config)
+    del cfg["scales"]["cifar"]["datasets"]["dtd"]
+    with pytest.raises(ConfigError, match=r"scales\.cifar\.datasets.*dtd"):
+        P.build_plan(cfg, "cifar")
+
+
+def test_bad_target_label_names_the_key(config):
+    cfg = copy.deepcopy(config)
+    cfg["scales"]["mini"]["datasets"]["imagenet"] = "mini_objects/fine"
+    with pytest.raises(ConfigError, match=r"datasets\.imagenet"):
+        P.build_plan(cfg, "mini")
+
+
+def test_unknown_resource_key_names_the_key(config):
+    cfg = copy.deepcopy(config)
+    cfg["scales"]["mini"]["resources"]["pretrain"] = {"gpus": 1}
+    with pytest.raises(ConfigError, match="gpus"):
+        P.build_plan(cfg, "mini").resources("pretrain")
+
+
+def test_schema_rejects_unknown_keys_and_types_naming_them(config):
+    snakemake_utils = pytest.importorskip("snakemake.utils")
+    schema = str(ROOT / "config.schema.yaml")
+    snakemake_utils.validate(copy.deepcopy(config), schema)
+    for path, value, name in [
+        (("scales", "mini", "seedz"), [0], "seedz"),
+        (("scales", "mini", "seeds"), "0,1", "seeds"),
+        (("scale",), "huge", "huge"),
+        (("scales", "paper", "resources", "pretrain", "gpus"), 1, "gpus"),
+    ]:
+        cfg = copy.deepcopy(config)
+        d = cfg
+        for k in path[:-1]:
+            d = d[k]
+        d[path[-1]] = value
+        with pytest.raises(Exception, match=name):
+            snakemake_utils.validate(cfg, schema)
+
+
+def test_two_moons_args(plans, config):
+    args = plans["mini"].two_moons_args()
+    assert args.startswith(f"--seeds {config['scales']['mini']['two_moons']['seeds']}")
+    assert "--set epochs=" in args
+
+
+def _write_csv(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["row", "column", "status", "mean"])
+        w.writeheader()
+        w.writerows(rows)
+
+
+def test_check_results_tolerates_nothing(config, tmp_path):
+    cfg = copy.deepcopy(config)
+    cfg["results_root"] = str(tmp_path)
+    plan = P.build_plan(cfg, "mini")
+    assert any("missing" in p for p in P.check_results(plan, ["table3"]))
+    spec = plan.tables["table3"].spec
+    for ext in ("md", "tex"):
+        (tmp_path / "tables").mkdir(exist_ok=True)
+        (tmp_path / "tables" / f"table3.{ext}").write_text("x")
+    cells = [
+        {"row": r["key"], "column": c["key"], "status": "ok", "mean": "12.5"}
+        for r in spec["rows"]
+        for c in spec["columns"]
+    ]
+    _write_csv(tmp_path / "tables" / "table3.csv", cells)
+    assert P.check_results(plan, ["table3"]) == []
+    cells[-1] = {**cells[-1], "status": "not run", "mean": ""}
+    _write_csv(tmp_path / "tables" / "table3.csv", cells)
+    problems = P.check_results(plan, ["table3"])
+    assert len(problems) == 1 and "not run" in problems[0]
+
+
+def test_deep_update_merges_like_configfile(config):
+    merged = P.deep_update(config, {"scales": {"mini": {"seeds": [0]}}, "work_root": "w"})
+    assert merged["scales"]["mini"]["seeds"] == [0]
+    assert merged["scales"]["mini"]["archs"] == config["scales"]["mini"]["archs"]
+    assert merged["work_root"] == "w" and config["work_root"] == "work"
