@@ -649,7 +649,7 @@ def finetune(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * y.numel()
+            total += loss.item() * y.numel()
             count += y.numel()
         sched.step()
         val = _evaluate(model, val_loader, dev, metric)

@@ -1,0 +1,60 @@
+"""Probe a pretrained run's frozen backbone on one or more eval datasets (vcr/probe.py).
+
+    python workflow_scripts/probe.py --run RUN_DIR --protocol lbfgs|sgd|adamw|finetune \
+        --eval-dataset NAME [NAME ...] --manifest M [M ...] --out OUT.json \
+        [--feature-cache DIR] [--set key=value ...] [--threads N] [--device auto|cpu|cuda]
+
+Writes one metric record (vcr.records), or a JSON list of records when several eval datasets
+are given (one manifest per dataset, same order). Features are cached under
+DIR/<dataset>-<target>/<split>.pt (default DIR: RUN_DIR/features). ``--set`` keys: the
+protocol's config fields (vcr.probe.LbfgsConfig, SgdConfig, AdamwConfig, FinetuneConfig) and
+target, extract_batch_size, extract_workers, cache_dtype.
+"""
+
+import argparse
+import sys
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--run", required=True, help="pretraining run folder (run.json, backbone.pt)")
+    ap.add_argument("--protocol", required=True, choices=["lbfgs", "sgd", "adamw", "finetune"])
+    ap.add_argument("--eval-dataset", required=True, nargs="+")
+    ap.add_argument("--manifest", required=True, nargs="+")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--feature-cache", default=None)
+    ap.add_argument("--set", dest="sets", nargs="*", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from vcr import io
+    from vcr.probe import evaluate_run, parse_sets
+    from vcr.records import RECORD_KEYS, write_record
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    records = evaluate_run(
+        args.run,
+        args.protocol,
+        args.eval_dataset,
+        args.manifest,
+        feature_cache=args.feature_cache,
+        sets=parse_sets(args.sets),
+        device=args.device,
+    )
+    if len(records) == 1:
+        write_record(args.out, records[0])
+    else:
+        for rec in records:
+            missing = [k for k in RECORD_KEYS if k not in rec]
+            if missing:
+                raise ValueError(f"metric record misses keys {missing}")
+        io.write_json(args.out, records)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
