@@ -233,3 +233,30 @@ def test_bad_inputs_are_named():
     with pytest.raises(ConfigError, match="projector"):
         attach_vcr(model, "blocks", alpha=1.0, beta=1.0, regularize_projector=True)
     assert "blocks" in PLACEMENTS and "none" in PLACEMENTS
+
+
+def _saved_storages(model, x, penalty):
+    """Storages (and bytes) that autograd saves for backward during one training forward."""
+    seen = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(x)
+    if penalty:
+        vcr_penalty(model)  # consume the zero scalars
+    del out
+    return seen
+
+
+def test_blocks_placement_saves_no_extra_activation():
+    """At block outputs the op saves the block output, which the next layer saves anyway."""
+    model, shape = _small("cifar_resnet32")
+    model.train()
+    x = torch.randn(2, 3, 16, 16)
+    base = _saved_storages(model, x, penalty=False)
+    attach_vcr(model, "blocks", alpha=1.0, beta=1.0)
+    with_vcr = _saved_storages(model, x, penalty=True)
+    assert sum(with_vcr.values()) == sum(base.values())
