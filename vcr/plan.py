@@ -898,7 +898,8 @@ class Plan:
                 ]
             )
             datasets.update(d for d, _ in ev.datasets if ev.kind != "classifier")
-        add("prepare_data", len(datasets))
+        if datasets:
+            add("prepare_data", len(datasets))
         add("table_spec")
         add("render_table")
         return dict(sorted(counts.items()))
