@@ -93,6 +93,10 @@ def test_nan_stops_run_with_message_and_no_backbone(tmp_path):
 
 def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
     run_tiny(tmp_path / "r", overrides={"epochs": 1, "max_steps_per_epoch": 1})
+    assert not (tmp_path / "r" / "checkpoint.pt").exists()  # removed once the backbone exists
+    run_tiny(
+        tmp_path / "r", overrides={"epochs": 1, "max_steps_per_epoch": 1, "keep_checkpoint": True}
+    )
     with pytest.raises(ConfigError, match="weight_decay"):
         run_tiny(
             tmp_path / "r", overrides={"epochs": 1, "max_steps_per_epoch": 1, "weight_decay": 0.1}
@@ -389,3 +393,118 @@ def test_recipe_weight_decay_groups(name):
         assert all(wd[i] == 0 for i in norm)
     if name in ("tv_resnet50_v1", "tv_vit_b_32"):
         assert all(wd[i] == recipe.weight_decay for i in norm)
+
+
+# ---------------------------------------------------------------------------------------------
+# real data and models: the batched array path and the CLI end to end
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def mini_manifest(tmp_path_factory):
+    from vcr.data import prepare_dataset
+
+    root = tmp_path_factory.mktemp("mini")
+    return prepare_dataset("mini_objects", data_root=root / "raw", out_dir=root / "mini_objects")
+
+
+def test_array_batches_equal_the_torchvision_transforms(mini_manifest):
+    import torch.nn.functional as F
+
+    from vcr.data import build_transform, dataset_info, load_dataset
+
+    info = dataset_info(mini_manifest)
+    ds = load_dataset("mini_objects", "val", manifest=mini_manifest)
+    mean = torch.tensor(info["mean"]).view(3, 1, 1)
+    std = torch.tensor(info["std"]).view(3, 1, 1)
+    ev = build_transform("eval", image_size=32, mean=info["mean"], std=info["std"])
+    x, y = next(iter(vt.ArrayBatches(ds, [list(range(6))], info["mean"], info["std"], train=False)))
+    assert torch.allclose(x, torch.stack([ev(ds[i][0]) for i in range(6)]), atol=1e-6)
+    assert y.tolist() == [ds[i][1] for i in range(6)]
+    keys = [(2, i) for i in range(16)]
+    tr = vt.ArrayBatches(ds, [keys], info["mean"], info["std"], train=True, seed=5)
+    x1, _ = next(iter(tr))
+    x2, _ = next(
+        iter(vt.ArrayBatches(ds, [keys[8:]], info["mean"], info["std"], train=True, seed=5))
+    )
+    assert torch.equal(x1[8:], x2)  # per-sample: independent of the batch it is in
+    padded = F.pad(torch.from_numpy(ds.images[:16]).permute(0, 3, 1, 2).float() / 255, (4, 4, 4, 4))
+    params = set()
+    for n in range(16):  # every output is one pad-4 crop (+ flip) of its image
+        hits = [
+            (dy, dx, f)
+            for dy in range(9)
+            for dx in range(9)
+            for f in (0, 1)
+            if torch.allclose(
+                (
+                    (
+                        padded[n, :, dy : dy + 32, dx : dx + 32].flip(-1)
+                        if f
+                        else padded[n, :, dy : dy + 32, dx : dx + 32]
+                    )
+                    - mean
+                )
+                / std,
+                x1[n],
+                atol=1e-6,
+            )
+        ]
+        assert hits
+        params.add(hits[0])
+    assert len(params) > 8  # offsets and flips vary
+
+
+def test_cli_end_to_end_on_mini_data(tmp_path, mini_manifest):
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        str(Path(vt.__file__).parents[1] / "workflow_scripts" / "pretrain.py"),
+        "--out",
+        str(out),
+        "--scale",
+        "mini",
+        "--method",
+        "supervised",
+        "--arch",
+        "mini_convnext",
+        "--dataset",
+        "mini_objects",
+        "--target",
+        "default",
+        "--recipe",
+        "atto_in1k_90ep",
+        "--placement",
+        "blocks",
+        "--alpha",
+        "0.64",
+        "--beta",
+        "0.04",
+        "--lr",
+        "0",
+        "--seed",
+        "0",
+        "--cov-scale",
+        "eq2",
+        "--delta",
+        "0",
+        "--manifest",
+        str(mini_manifest),
+        "--set",
+        "epochs=1",
+        "batch_size=128",
+        "warmup_epochs=0",
+        "max_steps_per_epoch=2",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    from vcr.models import load_backbone
+
+    feats = load_backbone(out / "backbone.pt")(torch.randn(2, 3, 32, 32))
+    assert feats.shape == (2, 128)
+    final = json.loads((out / "final.json").read_text())
+    assert 0 <= final["val_top1"] <= 1 and 0 <= final["test_top1"] <= 1
+    log = read_log(out)
+    assert log[0]["vcr/l_var"] >= 0 and json.loads((out / "run.json").read_text())["vcr_layers"]

@@ -105,6 +105,8 @@ class Recipe:
     amp_dtype: str = "bf16"  # autocast dtype on GPU: bf16 | fp16 (with a GradScaler) | none
     channels_last: bool = True  # on GPU
     num_workers: int = 0
+    fast_array_loader: bool = True  # batched augmentation for in-memory uint8 arrays (mini)
+    keep_checkpoint: bool = False  # delete checkpoint.pt once backbone.pt is written
     eval_every: int = 1  # evaluate on val every k epochs (and always after the last)
     eval_batch_size: int = 0  # 0 = batch_size per process
     print_freq: int = 50
