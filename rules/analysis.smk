@@ -22,7 +22,7 @@ rule collapse:
     resources:
         **PLAN.rule_resources("collapse"),
     shell:
-        "python workflow_scripts/collapse_metrics.py --run $(dirname {input.backbone})"
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} python workflow_scripts/collapse_metrics.py --run $(dirname {input.backbone})"
         " --manifest {input.manifest} --out-dir $(dirname {output.cdnv}) {params.sets}"
         " --feature-cache {params.cache} --threads {threads}"
         " > {log} 2>&1"
@@ -41,5 +41,5 @@ rule two_moons:
     resources:
         **PLAN.rule_resources("two_moons"),
     shell:
-        "python workflow_scripts/two_moons.py --method {wildcards.method} {params.args}"
-        " --out {output} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} python workflow_scripts/two_moons.py --method {wildcards.method} {params.args}"
+        " --out {output} --threads {threads} > {log} 2>&1"

@@ -15,5 +15,5 @@ rule prepare_data:
     resources:
         **PLAN.rule_resources("prepare_data"),
     shell:
-        "python workflow_scripts/prepare_data.py --dataset {wildcards.dataset}"
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} python workflow_scripts/prepare_data.py --dataset {wildcards.dataset}"
         " --data-root {params.data_root} --out $(dirname {output}) > {log} 2>&1"

@@ -23,7 +23,7 @@ rule pretrain:
     resources:
         **PLAN.rule_resources("pretrain"),
     shell:
-        "{params.launch} workflow_scripts/pretrain.py --out $(dirname {output.backbone})"
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.launch} workflow_scripts/pretrain.py --out $(dirname {output.backbone})"
         " {params.args} --threads {threads} >> {log} 2>&1"
 
 
@@ -48,7 +48,7 @@ rule import_weights:
     resources:
         **PLAN.rule_resources("import_weights"),
     shell:
-        "python workflow_scripts/pretrain.py --out $(dirname {output.backbone})"
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} python workflow_scripts/pretrain.py --out $(dirname {output.backbone})"
         " {params.args} --threads {threads} >> {log} 2>&1"
 
 

@@ -21,7 +21,7 @@ rule probe:
     resources:
         **PLAN.rule_resources("probe"),
     shell:
-        "python workflow_scripts/probe.py --run $(dirname {input.backbone}) {params.args}"
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} python workflow_scripts/probe.py --run $(dirname {input.backbone}) {params.args}"
         " --feature-cache {params.cache} --out {output} --threads {threads} > {log} 2>&1"
 
 
@@ -41,5 +41,5 @@ rule classifier_metric:
     resources:
         **PLAN.rule_resources("classifier_metric"),
     shell:
-        "python workflow_scripts/classifier_metric.py --run $(dirname {input.final})"
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} python workflow_scripts/classifier_metric.py --run $(dirname {input.final})"
         " --dataset {params.dataset} --out {output} > {log} 2>&1"

@@ -22,5 +22,5 @@ rule pretrain_ssl:
     resources:
         **PLAN.rule_resources("pretrain_ssl"),
     shell:
-        "{params.launch} workflow_scripts/pretrain.py --out $(dirname {output.backbone})"
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.launch} workflow_scripts/pretrain.py --out $(dirname {output.backbone})"
         " {params.args} --threads {threads} >> {log} 2>&1"

@@ -49,7 +49,7 @@ rule render_table:
     resources:
         **PLAN.rule_resources("render_table"),
     shell:
-        "python workflow_scripts/render_table.py --spec {input.spec} --records {input.records}"
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} python workflow_scripts/render_table.py --spec {input.spec} --records {input.records}"
         " --out-prefix {params.prefix} > {log} 2>&1"
 
 
@@ -72,5 +72,5 @@ rule plot_figure2:
     resources:
         **PLAN.rule_resources("plot_figure2"),
     shell:
-        "python workflow_scripts/figure2.py --inputs {input.runs} --out {output.fig}"
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} python workflow_scripts/figure2.py --inputs {input.runs} --out {output.fig}"
         " --margins {output.margins} > {log} 2>&1"

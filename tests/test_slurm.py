@@ -1,0 +1,102 @@
+"""The slurm/ profile and the local-SLURM CI scripts.
+
+Fast tests check the profile's settings against what a working SLURM needs (facts in
+../shared/SLURM_LOCAL.md). The real test (`-m slow`, root + apt + no running slurmctld of
+someone else) brings up a one-node SLURM, runs a mini target through `snakemake --profile
+slurm` and checks the sbatch job ids: it is `.ci/pipeline_checks.sh slurm`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vcr import plan as P
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILE = ROOT / "slurm" / "config.yaml"
+
+
+@pytest.fixture(scope="module")
+def profile():
+    return yaml.safe_load(PROFILE.read_text())
+
+
+def _min_job_age() -> int:
+    text = (ROOT / ".ci" / "slurm_up.sh").read_text()
+    return int(re.search(r"^MinJobAge=(\d+)$", text, re.M).group(1))
+
+
+def test_profile_uses_the_slurm_executor_and_selects_the_paper_scale(profile):
+    assert profile["executor"] == "slurm"
+    assert "scale=paper" in profile["config"]
+    assert profile["jobs"] >= 1
+    # retries pair with the trainer's resume from checkpoint.pt
+    assert profile["retries"] >= 1
+
+
+def test_profile_polls_with_squeue_within_min_job_age(profile):
+    # without slurmdbd, sacct fails and Snakemake waits forever; squeue needs the job to be
+    # still known: 3 x init seconds must stay <= MinJobAge or the plugin falls back to sacct
+    assert profile["slurm-status-command"] == "squeue"
+    assert 3 * profile["slurm-init-seconds-before-status-checks"] <= _min_job_age()
+
+
+def test_profile_default_resources_are_cheap_and_valid(profile):
+    res = profile["default-resources"]
+    assert "slurm_partition" in res
+    # a constant disk_mb: the built-in default stats every input of every job (slow dry run)
+    assert isinstance(res["disk_mb"], int)
+    assert "USR1" in res["slurm_extra"]  # the trainer checkpoints and exits on SIGUSR1
+    for bad in ("gpus", "gres"):  # gpus: breaks the job step; GPUs are per rule
+        assert bad not in res
+
+
+def test_config_resources_use_plugin_names(profile):
+    cfg = P.load_config(ROOT / "config.yaml")
+    for scale in P.SCALES:
+        for name, block in (cfg["scales"][scale].get("resources") or {}).items():
+            assert "gpus" not in block, f"scales.{scale}.resources.{name}: use gpu, not gpus"
+            assert set(block) <= set(P.RESOURCE_KEYS)
+
+
+def test_multi_node_jobs_carry_mpi_and_tasks():
+    plan = P.build_plan(P.load_config(ROOT / "config.yaml"), "paper")
+    multi = [k for k in plan.pretrain if plan.pretrain_resources(k)["nodes"] > 1]
+    assert multi
+    for key in multi[:5]:
+        eff = P._effective(plan.pretrain_resources(key))
+        # mpi + tasks = one srun task per node; tasks_per_gpu=0 keeps the plugin from adding
+        # --ntasks-per-gpu; gpu (total) not gpus
+        assert eff["mpi"] == "srun" and eff["tasks"] == eff["nodes"] == 2
+        assert eff["tasks_per_gpu"] == 0 and "gpus" not in eff
+
+
+def test_ci_scripts_are_executable_shell():
+    for name in ("slurm_up.sh", "slurm_down.sh", "pipeline_checks.sh"):
+        path = ROOT / ".ci" / name
+        assert os.access(path, os.X_OK), name
+        if shutil.which("bash"):
+            subprocess.run(["bash", "-n", str(path)], check=True)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("apt-get"), reason="needs root + apt")
+def test_real_slurm_runs_a_mini_target_through_sbatch():
+    proc = subprocess.run(
+        [str(ROOT / ".ci" / "pipeline_checks.sh"), "slurm"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    ids = re.search(r"sbatch job ids: ([0-9 ]+)", out).group(1).split()
+    assert len(ids) == 8
