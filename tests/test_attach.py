@@ -173,10 +173,24 @@ def test_removal_restores_the_model_exactly():
         assert "_vcr_layers" not in model.__dict__
         for m in model.modules():
             assert not m._forward_hooks and not m._forward_pre_hooks, name
+            assert not [k for k in m.__dict__ if k.startswith("_vcr")], name
         sd = model.state_dict()
         assert all(torch.equal(sd[k], before_sd[k]) for k in before_sd)
         with torch.no_grad():
             assert torch.equal(model(x), ref)
+
+
+def test_deepcopy_of_an_attached_model_uses_its_own_layers():
+    model, shape = _small("two_moons_mlp")
+    attach_vcr(model, "blocks", alpha=1.0, beta=1.0)
+    twin = copy.deepcopy(model)
+    twin(torch.randn(*shape))
+    assert all(layer._pending for layer in vcr_layers(twin).values())
+    assert not any(layer._pending for layer in vcr_layers(model).values())
+    vcr_penalty(twin)
+    detach_vcr(twin)
+    assert not vcr_layers(twin) and len(vcr_layers(model)) == 2
+    assert all(m._forward_hooks for m in model.blocks)
 
 
 def test_train_eval_mode_and_forgotten_penalty():

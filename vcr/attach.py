@@ -227,44 +227,58 @@ def attach_vcr(
     hooked = sorted(dict.fromkeys(hooked), key=order.__getitem__)
 
     layers: dict[str, VCRLayer] = {}
-    handles = []
     for name in pre_hooked:
         layer = VCRLayer(alpha, beta, name=f"{name}:input", **vcr_kwargs)
-        handles.append(model.get_submodule(name).register_forward_pre_hook(_pre_hook(layer)))
+        module = model.get_submodule(name)
+        module.__dict__[_PRE_KEY] = layer
+        module.register_forward_pre_hook(_vcr_pre_hook)
         layers[name] = layer
     for name in hooked:
         layer = VCRLayer(alpha, beta, name=name, **vcr_kwargs)
-        handles.append(model.get_submodule(name).register_forward_hook(_post_hook(layer)))
+        module = model.get_submodule(name)
+        module.__dict__[_POST_KEY] = layer
+        module.register_forward_hook(_vcr_post_hook)
         layers[name] = layer
     # plain attributes, not submodules: named_modules() and state_dict() stay as they were
     model.__dict__["_vcr_layers"] = layers
-    model.__dict__["_vcr_handles"] = handles
     return list(layers)
 
 
-# The layers are not submodules, so model.train()/eval() does not reach them: each hook copies
-# the hooked module's mode. The hooks return None, so the module's output is left as it was.
-def _pre_hook(layer: VCRLayer):
-    def hook(module, args):
-        layer.training = module.training
-        layer(args[0])  # returns its input; the zero scalar is kept for vcr_penalty
+# Each hooked module carries its layer in a plain attribute and the hooks are module-level
+# functions, so a deepcopy of the model (EMA, tests) gets hooks that use the copy's own layers,
+# and detach_vcr needs no handles. The layers are not submodules, so model.train()/eval() does
+# not reach them: each hook copies the hooked module's mode. The hooks return None: the module's
+# output is left as it was.
+_PRE_KEY = "_vcr_pre_layer"
+_POST_KEY = "_vcr_post_layer"
 
-    return hook
+
+def _vcr_pre_hook(module, args):
+    layer = module.__dict__[_PRE_KEY]
+    layer.training = module.training
+    layer(args[0])  # returns its input; the zero scalar is kept for vcr_penalty
 
 
-def _post_hook(layer: VCRLayer):
-    def hook(module, args, output):
-        layer.training = module.training
-        layer(output)
-
-    return hook
+def _vcr_post_hook(module, args, output):
+    layer = module.__dict__[_POST_KEY]
+    layer.training = module.training
+    layer(output)
 
 
 def detach_vcr(model: nn.Module) -> None:
     """Remove every VCR hook and layer; the model is then exactly as before ``attach_vcr``."""
     model = _unwrap(model)
-    for h in model.__dict__.pop("_vcr_handles", []):
-        h.remove()
+    for module in model.modules():
+        for hooks, fn, key in (
+            (module._forward_pre_hooks, _vcr_pre_hook, _PRE_KEY),
+            (module._forward_hooks, _vcr_post_hook, _POST_KEY),
+        ):
+            for hook_id in [i for i, f in hooks.items() if f is fn]:
+                del hooks[hook_id]
+                module._forward_hooks_with_kwargs.pop(hook_id, None)
+                module._forward_hooks_always_called.pop(hook_id, None)
+                module._forward_pre_hooks_with_kwargs.pop(hook_id, None)
+            module.__dict__.pop(key, None)
     model.__dict__.pop("_vcr_layers", None)
 
 
