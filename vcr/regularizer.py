@@ -254,6 +254,14 @@ class VCRLayer(nn.Module):
     (X C - X diag(C)), which loses ~eps_fp32 * |C_jj| / |Ctil| relative accuracy when features
     are already nearly decorrelated.
 
+    Not compatible with activation checkpointing of the regularized blocks (the recomputed
+    forward would record new zero scalars inside backward).
+
+    Why the op returns ``h`` itself rather than a view from a custom Function (Algorithm 1):
+    such a view makes a following in-place op (``relu_``, ``+=``) raise, and the zero scalar is
+    needed anyway to carry the loss scale; attaching the gradient to the zero scalar alone leaves
+    the forward graph untouched.
+
     ``check_finite``: one host sync per layer and backward (cheap on CPU; on GPU set it False
     once a configuration is known to be stable).
     """
