@@ -142,6 +142,8 @@ def test_classifier_record(tmp_path):
     rec = classifier_record(tmp_path, "cifar10_lt")
     assert rec["protocol"] == "classifier" and rec["metric"] == "top1"
     assert rec["val"] == 0.61 and rec["test"] == 0.58 and rec["run"] == spec.to_dict()
+    assert rec["eval_dataset"] == "cifar10_lt"
+    assert classifier_record(tmp_path)["eval_dataset"] == spec.dataset  # default: own dataset
     write_run(tmp_path, {"val_top1": None, "test_top1": None})
     with pytest.raises(ValueError, match="supervised"):
         classifier_record(tmp_path, "cifar10_lt")

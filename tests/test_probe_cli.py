@@ -97,6 +97,19 @@ def test_lbfgs_several_datasets_write_a_list_and_reuse_the_cache(world):
     assert json.loads(out.read_text())[0]["test"] == recs[0]["test"]
 
 
+def test_mini_fast_path_equals_the_eval_transform(world):
+    """At native size the cached features of the in-memory fast path are those of
+    vcr.data.build_transform("eval") applied image by image."""
+    from vcr.features import RunFeatures, extract_features
+
+    feats = RunFeatures(world["run"], cache_dir=world["tmp"] / "unused", num_workers=0)
+    ds, info, fast = feats.dataset("mini_color", "val", manifest=world["manifests"]["mini_color"])
+    assert fast is not None and info["image_size"] == 32
+    Xf, yf = extract_features(feats.backbone, ds, batch_size=64, array_normalize=fast)
+    Xs, ys = extract_features(feats.backbone, ds, batch_size=64)
+    assert torch.allclose(Xf, Xs, atol=1e-5) and torch.equal(yf, ys)
+
+
 def test_adamw_subclass_probe_and_sgd(world):
     probe = load_cli("probe")
     m, run = world["manifests"]["mini_objects"], str(world["run"])

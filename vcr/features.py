@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -72,9 +73,21 @@ def _array_batches(dataset, mean, std, batch_size):
         yield (x - m) / s, torch.as_tensor(targets[i : i + batch_size])
 
 
+def auto_workers(num_workers: int) -> int:
+    """``num_workers < 0`` means: one DataLoader worker per available CPU but one, at most 8
+    (JPEG decoding + bicubic resizing dominate extraction on the paper's datasets)."""
+    if num_workers >= 0:
+        return int(num_workers)
+    try:
+        ncpu = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        ncpu = os.cpu_count() or 1
+    return min(8, max(0, ncpu - 1))
+
+
 def _loader_batches(dataset, batch_size, num_workers):
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers
+        dataset, batch_size=batch_size, shuffle=False, num_workers=auto_workers(num_workers)
     )
     for x, y in loader:
         yield x, torch.as_tensor(y)
@@ -165,7 +178,7 @@ class RunFeatures:
         cache_dir=None,
         device=None,
         batch_size: int = 256,
-        num_workers: int = 0,
+        num_workers: int = -1,
         cache_dtype: str = "float32",
     ):
         self.run_dir = Path(run_dir)
@@ -216,7 +229,15 @@ class RunFeatures:
     def get(self, name: str, split: str, *, manifest, target: str = "default"):
         ds, info, fast = self.dataset(name, split, manifest=manifest, target=target)
         path = cache_path(self.cache_dir, name, target, split)
-        key = self.key(dataset=name, target=target, split=split, image_size=info["image_size"])
+        key = self.key(
+            dataset=name,
+            target=target,
+            split=split,
+            image_size=info["image_size"],
+            dtype=self.cache_dtype,
+            # a re-prepared dataset (new manifest) must not reuse old features
+            manifest=hashlib.sha256(Path(manifest).read_bytes()).hexdigest()[:16],
+        )
         return extract_features(
             self.backbone,
             ds,

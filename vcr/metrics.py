@@ -277,8 +277,9 @@ def _run_params_and_final(run_dir):
     return params, io.read_json(final_json)
 
 
-def classifier_record(run_dir, dataset: str) -> dict:
-    """Table 3: the run's own classifier, from final.json (protocol ``classifier``, ``top1``)."""
+def classifier_record(run_dir, dataset: str | None = None) -> dict:
+    """Table 3: the run's own classifier, from final.json (protocol ``classifier``, ``top1``);
+    ``dataset`` defaults to the run's pretraining dataset."""
     from vcr.records import make_record
 
     params, final = _run_params_and_final(run_dir)
@@ -289,7 +290,7 @@ def classifier_record(run_dir, dataset: str) -> dict:
         )
     return make_record(
         params,
-        eval_dataset=dataset,
+        eval_dataset=dataset or params["dataset"],
         protocol="classifier",
         metric="top1",
         val=final.get("val_top1"),
@@ -304,7 +305,7 @@ COLLAPSE_SETTINGS = {
     "target": None,  # None = the label set the run was trained on (run.json params.target)
     "max_samples": 0,  # CDNV/NCC on a seeded subsample of this size; 0 = all
     "extract_batch_size": 256,
-    "extract_workers": 0,
+    "extract_workers": -1,
     "cache_dtype": "float32",
 }
 
@@ -321,7 +322,11 @@ def _mine_inputs(feats, ds, fast, idx, pool: int, batch: int = 512) -> torch.Ten
             out.append(pool_images((x - mean) / std, pool))
         return torch.cat(out)
     sub = torch.utils.data.Subset(ds, idx.tolist())
-    loader = torch.utils.data.DataLoader(sub, batch_size=batch, num_workers=feats.num_workers)
+    from vcr.features import auto_workers
+
+    loader = torch.utils.data.DataLoader(
+        sub, batch_size=batch, num_workers=auto_workers(feats.num_workers)
+    )
     return torch.cat([pool_images(x, pool) for x, _ in loader])
 
 
@@ -350,6 +355,13 @@ def collapse_records(run_dir, manifest, *, feature_cache=None, sets=None, device
         **{k: _coerce(f"mine.{k}", v, getattr(base, k, None)) for k, v in mine_sets.items()}
     )
 
+    from pathlib import Path
+
+    if not Path(manifest).is_file():
+        raise FileNotFoundError(
+            f"manifest {manifest} is missing: run workflow_scripts/prepare_data.py for the "
+            "run's dataset first"
+        )
     params, final = _run_params_and_final(run_dir)
     target = com["target"] or params["target"]
     info = dataset_info(manifest, target)

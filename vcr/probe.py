@@ -150,9 +150,6 @@ class LbfgsConfig:
     dtype: str = "float32"  # float32 is exact enough for selection and ~2.5x faster than float64
 
 
-_STATS = {"func_evals": 0}
-
-
 def _fit_softmax_lbfgs(
     X: torch.Tensor,
     y: torch.Tensor,
@@ -192,9 +189,7 @@ def _fit_softmax_lbfgs(
         return loss
 
     opt.step(closure)
-    state = opt.state[opt._params[0]]
-    n_iter = int(state.get("n_iter", 0))
-    _STATS["func_evals"] += int(state.get("func_evals", 0))
+    n_iter = int(opt.state[opt._params[0]].get("n_iter", 0))
     return W.detach(), b.detach(), n_iter
 
 
@@ -578,7 +573,7 @@ class FinetuneConfig:
     weight_decay: float = 0.0
     momentum: float = 0.9
     batch_size: int = 256
-    num_workers: int = 0
+    num_workers: int = -1  # -1: one per available CPU but one, at most 8
     # "auto": train_imagenet (RandomResizedCrop + flip, as VICReg) at >=64 px inputs, train_cifar
     # (pad-4 crop + flip) for the 32-px mini/CIFAR images where an 8%-area crop destroys them.
     train_transform: str = "auto"
@@ -630,7 +625,9 @@ def finetune(
         weight_decay=cfg.weight_decay,
     )
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, int(cfg.epochs)))
-    loader_kw = {"batch_size": cfg.batch_size, "num_workers": cfg.num_workers}
+    from vcr.features import auto_workers
+
+    loader_kw = {"batch_size": cfg.batch_size, "num_workers": auto_workers(cfg.num_workers)}
     train_loader = torch.utils.data.DataLoader(
         train_set, shuffle=True, drop_last=False, generator=gen, **loader_kw
     )
@@ -787,7 +784,7 @@ def split_config(cfg_cls, sets: dict, *, common: dict) -> tuple[Any, dict]:
 COMMON_SETTINGS = {
     "target": "default",  # label set probed (Table 2: sub); the plan passes target=sub
     "extract_batch_size": 256,  # backbone batch size for feature extraction
-    "extract_workers": 0,  # DataLoader workers for feature extraction
+    "extract_workers": -1,  # DataLoader workers for extraction; -1: CPUs - 1, at most 8
     "cache_dtype": "float32",  # feature cache dtype (float32 | float16)
 }
 
