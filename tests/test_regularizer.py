@@ -105,6 +105,17 @@ def test_sample_gram_product_for_wide_features(product, cov_scale):
         torch.testing.assert_close(layer.last[k], terms[k], rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.parametrize("shape", [(4, 8, 2, 2), (16, 12, 1, 1), (4, 12, 1, 1), (3, 4, 5, 5)])
+def test_nchw_gradients_keep_the_activation_layout(shape):
+    """Small late-stage maps (H*W < C) and large ones take different kernels; both are exact
+    and return a gradient with the activation's own (contiguous NCHW) strides."""
+    g = torch.Generator().manual_seed(7)
+    h = torch.randn(*shape, generator=g, dtype=torch.float64) + 0.5
+    fast = _fast_grad(h, 0.7, 0.3)
+    assert fast.is_contiguous()
+    torch.testing.assert_close(fast, _autograd_grad(h, 0.7, 0.3), rtol=0, atol=1e-10)
+
+
 def test_channels_last_input_gives_the_same_gradient():
     h = _features("nchw")
     ref = _fast_grad(h, 0.5, 0.5, layout="nchw")

@@ -468,14 +468,16 @@ class VCRLayer(nn.Module):
         return buf[:-1], int(round(float(buf[-1]))), dist.get_world_size()
 
 
-# Backward kernels on one block output, in its own memory layout. A contiguous NCHW map is
-# handled as N batches of (C, H*W) matrices: moving channels last first would cost a copy, and
-# returning a channels-last gradient for a channels-first activation makes autograd's
-# accumulation and the conv backward run on mixed strides (measured: ~3x the op's own cost).
-# Everything else is viewed as the (n, d) matrix (a view for nd, ntd, nhwc and channels-last
-# NCHW storage).
+# Backward kernels on one block output, in its own memory layout. A contiguous NCHW map with at
+# least as many positions as channels (H*W >= C) is handled as N batches of (C, H*W) matrices:
+# moving channels last first would cost a copy, and returning a channels-last gradient for a
+# channels-first activation makes autograd's accumulation and the conv backward run on mixed
+# strides (measured: ~3x the op's own cost). Small late-stage maps (H*W < C; e.g. 1x1 or 2x2
+# with 256 channels) take the (n, d) route instead: there the (N, C, C) batched Gram would be
+# larger than the map itself, and the channels-last copy is small. Everything else is viewed as
+# the (n, d) matrix (a view for nd, ntd, nhwc and channels-last NCHW storage).
 def _sample_matrix(h: torch.Tensor, layout: str):
-    if layout == "nchw" and h.is_contiguous():
+    if layout == "nchw" and h.is_contiguous() and h.shape[2] * h.shape[3] >= h.shape[1]:
         x = h.reshape(h.shape[0], h.shape[1], -1)  # (N, C, L)
         return x, x.shape[0] * x.shape[2], x.shape[1]
     x = as_samples(h, layout)
@@ -507,7 +509,11 @@ def _apply(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
 def _restore(grad: torch.Tensor, h: torch.Tensor, layout: str) -> torch.Tensor:
     if grad.dim() == 3:
         return grad.view(h.shape)
-    return _from_samples(grad, h, layout)
+    grad = _from_samples(grad, h, layout)
+    if layout == "nchw" and h.is_contiguous():
+        # give the gradient the activation's own strides (see _sample_matrix)
+        grad = grad.contiguous()
+    return grad
 
 
 def _collect_layers(model) -> list[VCRLayer]:
