@@ -25,7 +25,7 @@ run_dryrun() {
     say "dry runs at all scales + per-table job counts (pytest -m slow tests/test_pipeline_dryrun.py)"
     python -m pytest -q -m slow tests/test_pipeline_dryrun.py
     say "snakemake --lint"
-    snakemake --lint >"$log_dir/lint.log" 2>&1 || true
+    snakemake --lint --nolock >"$log_dir/lint.log" 2>&1 || true
     if grep -q -E "^(Lints for|Rule .* lints)" "$log_dir/lint.log"; then
         cat "$log_dir/lint.log"
         echo "lint: not clean" >&2
@@ -35,7 +35,7 @@ run_dryrun() {
     say "paper-scale dry run through the slurm profile (every job with its resources)"
     local t0 t1
     t0=$(date +%s.%N)
-    snakemake -n --profile slurm >"$log_dir/dryrun_paper_slurm.log" 2>&1
+    snakemake -n --nolock --profile slurm >"$log_dir/dryrun_paper_slurm.log" 2>&1
     t1=$(date +%s.%N)
     grep -E "^total" "$log_dir/dryrun_paper_slurm.log"
     python -c "print(f'paper dry run with --profile slurm: {$t1 - $t0:.1f} s')"

@@ -11,6 +11,8 @@ rule collapse:
         cdnv=f"{WORK}/runs/{{run}}/eval/collapse/cdnv.json",
         ncc=f"{WORK}/runs/{{run}}/eval/collapse/ncc.json",
         mi=f"{WORK}/runs/{{run}}/eval/collapse/mi.json",
+    benchmark:
+        f"{WORK}/benchmarks/collapse/{{run}}.tsv"
     log:
         f"{WORK}/logs/collapse/{{run}}.log",
     params:
@@ -31,6 +33,8 @@ rule collapse:
 rule two_moons:
     output:
         f"{WORK}/two_moons/{{method}}.pt",
+    benchmark:
+        f"{WORK}/benchmarks/two_moons/{{method}}.tsv"
     log:
         f"{WORK}/logs/two_moons/{{method}}.log",
     params:

@@ -5,6 +5,8 @@
 rule prepare_data:
     output:
         f"{WORK}/data/{{dataset}}/manifest.json",
+    benchmark:
+        f"{WORK}/benchmarks/prepare_data/{{dataset}}.tsv"
     log:
         f"{WORK}/logs/prepare_data/{{dataset}}.log",
     params:

@@ -10,6 +10,8 @@ rule pretrain:
     output:
         backbone=f"{WORK}/runs/{{run}}/backbone.pt",
         final=f"{WORK}/runs/{{run}}/final.json",
+    benchmark:
+        f"{WORK}/benchmarks/pretrain/{{run}}.tsv"
     log:
         f"{WORK}/logs/pretrain/{{run}}.log",
     wildcard_constraints:
@@ -36,6 +38,8 @@ rule import_weights:
     output:
         backbone=f"{WORK}/runs/{{run}}/backbone.pt",
         final=f"{WORK}/runs/{{run}}/final.json",
+    benchmark:
+        f"{WORK}/benchmarks/pretrain/{{run}}.tsv"
     log:
         f"{WORK}/logs/pretrain/{{run}}.log",
     wildcard_constraints:

@@ -10,6 +10,8 @@ rule probe:
         manifests=F(lambda wc: PLAN.probe_manifests(WORK, wc.run, wc.protocol, wc.evalname)),
     output:
         f"{WORK}/runs/{{run}}/eval/{{protocol}}-{{evalname}}.json",
+    benchmark:
+        f"{WORK}/benchmarks/probe/{{run}}/{{protocol}}-{{evalname}}.tsv"
     log:
         f"{WORK}/logs/probe/{{run}}/{{protocol}}-{{evalname}}.log",
     params:
@@ -31,6 +33,8 @@ rule classifier_metric:
         final=f"{WORK}/runs/{{run}}/final.json",
     output:
         f"{WORK}/runs/{{run}}/eval/classifier-{{evalname}}.json",
+    benchmark:
+        f"{WORK}/benchmarks/classifier_metric/{{run}}/{{evalname}}.tsv"
     log:
         f"{WORK}/logs/classifier_metric/{{run}}/{{evalname}}.log",
     params:

@@ -9,6 +9,8 @@ rule pretrain_ssl:
     output:
         backbone=f"{WORK}/runs/{{run}}/backbone.pt",
         final=f"{WORK}/runs/{{run}}/final.json",
+    benchmark:
+        f"{WORK}/benchmarks/pretrain/{{run}}.tsv"
     log:
         f"{WORK}/logs/pretrain/{{run}}.log",
     wildcard_constraints:

@@ -39,6 +39,8 @@ rule render_table:
             category="Tables",
             labels={"table": "{table}", "format": "csv"},
         ),
+    benchmark:
+        f"{WORK}/benchmarks/render_table/{{table}}.tsv"
     log:
         f"{WORK}/logs/render_table/{{table}}.log",
     params:
@@ -64,6 +66,8 @@ rule plot_figure2:
             category="Figures",
         ),
         margins=f"{PLAN.results}/tables/figure2_margins.csv",
+    benchmark:
+        f"{WORK}/benchmarks/plot_figure2.tsv"
     log:
         f"{WORK}/logs/figure2.log",
     threads: 1

@@ -32,7 +32,7 @@ def _configfile(tmp_path: Path) -> Path:
 
 def snakemake(*args, tmp_path: Path, check=True) -> subprocess.CompletedProcess:
     """Run snakemake from the repository root; targets must come first in ``args``."""
-    cmd = [SNAKEMAKE, *args, "--configfile", str(_configfile(tmp_path))]
+    cmd = [SNAKEMAKE, *args, "--nolock", "--configfile", str(_configfile(tmp_path))]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     if check and proc.returncode != 0:
