@@ -77,7 +77,7 @@ YAML
     # Targets go before the list-valued options. The profile's partition is replaced by the
     # local one; fast status polling (3 x 2 s <= MinJobAge) keeps the test short.
     timeout -s INT -k 120 900 snakemake figure2 work/slurm_ci/mini/data/mini_color/manifest.json \
-        --profile slurm --configfile "$cfg" --config scale=mini \
+        --profile slurm --nolock --configfile "$cfg" --config scale=mini \
         --default-resources slurm_partition=main mem_mb=1000 runtime=10 disk_mb=1000 \
         --set-resources prepare_data:gpu=1 --slurm-no-account \
         --slurm-init-seconds-before-status-checks 2 --seconds-between-status-checks 2 \

@@ -379,8 +379,8 @@ def _fmt_value(v) -> str:
         return str(v).lower()
     if isinstance(v, float):
         return fmt_float(v)
-    if isinstance(v, list | tuple):
-        return ",".join(_fmt_value(x) for x in v)
+    if isinstance(v, list | tuple):  # a YAML flow list, as vcr.recipes.coerce parses it
+        return "[" + ",".join(_fmt_value(x) for x in v) + "]"
     return str(v)
 
 
