@@ -389,3 +389,12 @@ def test_renderer_accepts_every_spec(plans, tmp_path):
             cells = render.build_cells(spec, [], numbers)  # no records yet: all "not run"
             assert len(cells) == len(spec["rows"]) * len(spec["columns"])
             assert all(c["status"] != "ok" for c in cells)
+
+
+def test_set_values_round_trip_through_the_recipe_parser():
+    recipes = pytest.importorskip("vcr.recipes")
+    values = {"projector_dims": [512, 512], "epochs": 3, "warmup_epochs": 1, "model_ema": False}
+    sets = P._fmt_set(values)
+    assert sets == ("epochs=3", "model_ema=false", "projector_dims=[512,512]", "warmup_epochs=1")
+    r = recipes.get_recipe("vicreg_100ep", **recipes.parse_overrides(list(sets)))
+    assert r.projector_dims == (512, 512) and r.epochs == 3 and r.model_ema is False
