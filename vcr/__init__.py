@@ -18,6 +18,8 @@ _EXPORTS = {
     "vcr_layers": "vcr.attach",
     "vcr_stats": "vcr.attach",
     "create_model": "vcr.models",
+    "list_models": "vcr.models",
+    "feature_dim": "vcr.models",
     "load_backbone": "vcr.models",
     "save_backbone": "vcr.models",
 }
