@@ -508,3 +508,30 @@ def test_cli_end_to_end_on_mini_data(tmp_path, mini_manifest):
     assert 0 <= final["val_top1"] <= 1 and 0 <= final["test_top1"] <= 1
     log = read_log(out)
     assert log[0]["vcr/l_var"] >= 0 and json.loads((out / "run.json").read_text())["vcr_layers"]
+
+
+def test_init_weights_with_zero_epochs_only_saves_the_backbone(tmp_path):
+    from torchvision.models import resnet18
+
+    from vcr.models import load_backbone
+
+    torch.manual_seed(0)
+    tv = resnet18()
+    torch.save(tv.state_dict(), tmp_path / "tv.pth")
+    spec = tiny_spec(recipe="tv_resnet50_v1", placement="none", alpha=0, beta=0)
+    spec = type(spec)(**{**spec.to_dict(), "arch": "resnet18"})
+    final = vt.run(
+        spec,
+        tmp_path / "run",
+        overrides={"epochs": 0},
+        init_weights=tmp_path / "tv.pth",
+        device="cpu",
+    )
+    assert final["val_top1"] is None
+    x = torch.randn(2, 3, 64, 64)
+    tv.fc = torch.nn.Identity()
+    with torch.no_grad():
+        assert torch.allclose(
+            load_backbone(tmp_path / "run" / "backbone.pt")(x), tv.eval()(x), atol=1e-5
+        )
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["imported_weights"]

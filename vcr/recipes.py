@@ -104,6 +104,7 @@ class Recipe:
     # --- mechanics
     amp_dtype: str = "bf16"  # autocast dtype on GPU: bf16 | fp16 (with a GradScaler) | none
     channels_last: bool = True  # on GPU
+    sync_bn: bool = False  # SyncBatchNorm under multi-GPU DDP (SSL recipes: on)
     num_workers: int = 0
     fast_array_loader: bool = True  # batched augmentation for in-memory uint8 arrays (mini)
     keep_checkpoint: bool = False  # delete checkpoint.pt once backbone.pt is written
@@ -327,6 +328,7 @@ _SSL = dict(
     lr_scheduler="cosine",
     warmup_epochs=5,
     train_transform="ssl",
+    sync_bn=True,
 )
 register(
     Recipe(

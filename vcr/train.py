@@ -979,7 +979,15 @@ def load_torchvision_weights(model: nn.Module, path, arch: str) -> None:
             f"--init-weights: arch {arch!r} has no torchvision key mapping "
             "(supported: resnet*, convnext_*, vit_*)"
         )
+    # a classifier of another width (1000 ImageNet classes vs the run's) is not imported: the
+    # run trains its own head (the backbone, what the probes use, is always complete)
+    own = model.state_dict()
+    head = [k for k, v in sd.items() if k in own and own[k].shape != v.shape]
+    if head and not all(k.startswith(("fc.", "head.")) for k in head):
+        raise ConfigError(f"--init-weights {path}: shapes differ for {head[:5]} (arch {arch!r})")
+    sd = {k: v for k, v in sd.items() if k not in head}
     missing, unexpected = model.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if k not in head]
     if missing or unexpected:
         raise ConfigError(
             f"--init-weights {path} does not fit arch {arch!r}: missing {missing[:5]}, "
@@ -1189,6 +1197,9 @@ def _run(spec, recipe, run_dir, dev, info, manifest, init_weights, data, model_f
             f"batch_size={recipe.batch_size} is larger than the training set "
             f"({len(data.train)} samples of {spec.dataset}); lower it with --set batch_size=N"
         )
+    if info.distributed and recipe.sync_bn and dev.type == "cuda":
+        # SimCLR's global BN / VICReg's SyncBN (torchvision recipes: off, as their default)
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ema = build_ema(model, recipe, dev)  # before attaching VCR: the EMA copy carries no hooks
     vcr_names = attach(model, spec, recipe)
     seed_everything(spec.seed + 7919 * info.rank)  # per-rank stream for dropout/mixup
