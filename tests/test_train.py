@@ -130,9 +130,9 @@ def _start(run_dir, progress=None, sleep=0.0):
 def _wait_for_step(proc, progress: Path, step: int, timeout=60.0):
     t0 = time.time()
     while time.time() - t0 < timeout:
-        if progress.exists() and progress.read_text().strip():
-            if int(progress.read_text()) >= step:
-                return
+        text = progress.read_text().strip() if progress.exists() else ""
+        if text.isdigit() and int(text) >= step:  # the file may be read mid-write
+            return
         assert proc.poll() is None, proc.stdout.read()
         time.sleep(0.005)
     raise AssertionError("run did not reach the step in time")

@@ -39,16 +39,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank, world, port, root):
+def _worker(rank, world, ports, root):
     os.environ.update(
         RANK=str(rank),
         WORLD_SIZE=str(world),
         LOCAL_RANK=str(rank),
         MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
     )
     torch.set_num_threads(1)
-    for name, global_stats in (("ddp_global", True), ("ddp_local", False)):
+    for port, name, global_stats in zip(ports, ("ddp_global", "ddp_local"), (True, False)):
+        # a fresh rendezvous port per process group: re-using one races with its teardown
+        os.environ["MASTER_PORT"] = str(port)
         overrides = {**OVERRIDES, "vcr_global_stats": global_stats}
         run_tiny(os.path.join(root, name), spec=tiny_spec(**SPEC), overrides=overrides)
 
@@ -91,7 +92,7 @@ def test_ddp_step_matches_single_process(tmp_path):
     )
     assert single["test_top1"] is not None
     ref_full = backbone_state(tmp_path / "single")
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, (_free_port(), _free_port()), str(tmp_path)), nprocs=2, join=True)
     glob = backbone_state(tmp_path / "ddp_global")
     assert _close(glob, ref_full), "global-stats DDP != one process on the full batch"
 
