@@ -1,4 +1,4 @@
-# Stage 1: datasets. Real datasets are verified under config data_root (docs/DATA.md says where
+# Stage 1: datasets. Real datasets are verified under config data_root (README "Data" says where
 # each goes and how to obtain it); the mini datasets are generated. Output: a manifest.
 
 

@@ -5,7 +5,7 @@
         [--seed S] [--allow-download] [--set key=value ...]
 
 ``--set`` passes dataset options (e.g. ``strict=false``, ``subset_file=PATH``,
-``overlap=error``, ``lt_val_head=holdout``); see docs/DATA.md. Exit status 2 with the
+``overlap=error``, ``lt_val_head=holdout``); see README "Data". Exit status 2 with the
 DatasetError text (what is missing, where it was looked for, how to obtain it) on failure; no
 manifest is left behind then.
 """
