@@ -535,3 +535,12 @@ def test_init_weights_with_zero_epochs_only_saves_the_backbone(tmp_path):
             load_backbone(tmp_path / "run" / "backbone.pt")(x), tv.eval()(x), atol=1e-5
         )
     assert json.loads((tmp_path / "run" / "run.json").read_text())["imported_weights"]
+
+
+def test_recipe_without_augmentation_trains_on_the_eval_transform():
+    from vcr.recipes import get_recipe
+    from vcr.train import train_kind
+
+    recipe = get_recipe("resnet32_lt", train_transform="none")
+    assert train_kind(recipe, "supervised", 32) == "eval"
+    assert train_kind(get_recipe("resnet32_lt"), "supervised", 32) == "train_cifar"

@@ -474,6 +474,8 @@ def train_kind(recipe: Recipe, method: str, native: int) -> str:
         kind = "ssl"
     if kind == "auto":
         kind = "train_cifar" if native < 64 else "train_imagenet"
+    if kind == "none":  # no augmentation: train images go through the eval transform
+        kind = "eval"
     return kind
 
 
@@ -535,9 +537,19 @@ def build_loaders(ctx: RunContext, bundle: DataBundle, train_tf, eval_tf):
         max_steps=recipe.max_steps_per_epoch,
     )
     fast = recipe.fast_array_loader and bundle.mean
-    if fast and bundle.train_kind == "train_cifar" and _is_uint8_array(bundle.train):
+    no_aug_native = bundle.train_kind == "eval" and bundle.eval_native
+    if (
+        fast
+        and (bundle.train_kind == "train_cifar" or no_aug_native)
+        and _is_uint8_array(bundle.train)
+    ):
         train_loader = ArrayBatches(
-            bundle.train, sampler, bundle.mean, bundle.std, train=True, seed=ctx.spec.seed
+            bundle.train,
+            sampler,
+            bundle.mean,
+            bundle.std,
+            train=bundle.train_kind == "train_cifar",
+            seed=ctx.spec.seed,
         )
     else:
         train_loader = _train_dataloader(ctx, bundle, train_tf, sampler)
