@@ -179,6 +179,38 @@ def long_tail_split(
 
 
 # --------------------------------------------------------------------------- prepare
+
+
+def pickle_index(train_paths, test_paths, train_rows, val_rows, n_test, labels) -> dict:
+    """The split index of a dataset stored as CIFAR-style pickles (real CIFAR and the mini data):
+    train and val are rows of the train pickles, test is every row of the test pickles.
+    ``labels(source, rows)`` gives the per-target label lists of those rows."""
+    return {
+        "kind": "images",
+        "sources": {
+            "train": {"kind": "cifar_pickle", "paths": list(train_paths)},
+            "test": {"kind": "cifar_pickle", "paths": list(test_paths)},
+        },
+        "splits": {
+            "train": {
+                "source": "train",
+                "rows": base.to_list(train_rows),
+                "labels": labels("train", train_rows),
+            },
+            "val": {
+                "source": "train",
+                "rows": base.to_list(val_rows),
+                "labels": labels("train", val_rows),
+            },
+            "test": {
+                "source": "test",
+                "rows": list(range(n_test)),
+                "labels": labels("test", np.arange(n_test)),
+            },
+        },
+    }
+
+
 def _prepare_cifar(spec, *, data_root, out_dir, seed, allow_download, opts):
     ten = spec.name.startswith("cifar10") and not spec.name.startswith("cifar100")
     root = base.dataset_root(spec, data_root, opts)
@@ -245,28 +277,14 @@ def _prepare_cifar(spec, *, data_root, out_dir, seed, allow_download, opts):
         train_rows, val_rows = base.holdout_stratified(
             main, seed=seed, fraction=float(opts.get("val_fraction", 0.1))
         )
-    rel = lambda f: f"{folder_name}/{f}"  # noqa: E731
-    sources = {
-        "train": {"kind": "cifar_pickle", "paths": [rel(f) for f in train_files]},
-        "test": {"kind": "cifar_pickle", "paths": [rel(f) for f in test_files]},
-    }
-    index = {
-        "kind": "images",
-        "sources": sources,
-        "splits": {
-            "train": {
-                "source": "train",
-                "rows": base.to_list(train_rows),
-                "labels": tgt(tr, train_rows),
-            },
-            "val": {"source": "train", "rows": base.to_list(val_rows), "labels": tgt(tr, val_rows)},
-            "test": {
-                "source": "test",
-                "rows": list(range(n_test)),
-                "labels": tgt(te, np.arange(n_test)),
-            },
-        },
-    }
+    index = pickle_index(
+        [f"{folder_name}/{f}" for f in train_files],
+        [f"{folder_name}/{f}" for f in test_files],
+        train_rows,
+        val_rows,
+        n_test,
+        lambda source, rows: tgt(tr if source == "train" else te, rows),
+    )
     base.check_split_labels(spec, index, classes)
     mean, std = (CIFAR10_MEAN, CIFAR10_STD) if ten else (CIFAR100_MEAN, CIFAR100_STD)
     return {

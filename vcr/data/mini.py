@@ -358,26 +358,14 @@ def _prepare_mini(spec, *, data_root, out_dir, seed, allow_download, opts):
                 keep.append(np.sort(rng.permutation(idx)[:k]))
             train_rows = np.sort(np.concatenate(keep))
     rel = folder.name
-    index = {
-        "kind": "images",
-        "sources": {
-            "train": {"kind": "cifar_pickle", "paths": [f"{rel}/train"]},
-            "test": {"kind": "cifar_pickle", "paths": [f"{rel}/test"]},
-        },
-        "splits": {
-            "train": {
-                "source": "train",
-                "rows": base.to_list(train_rows),
-                "labels": tgt(tr, train_rows),
-            },
-            "val": {"source": "train", "rows": base.to_list(val_rows), "labels": tgt(tr, val_rows)},
-            "test": {
-                "source": "test",
-                "rows": list(range(te["n"])),
-                "labels": tgt(te, np.arange(te["n"])),
-            },
-        },
-    }
+    index = cifar.pickle_index(
+        [f"{rel}/train"],
+        [f"{rel}/test"],
+        train_rows,
+        val_rows,
+        te["n"],
+        lambda source, rows: tgt(tr if source == "train" else te, rows),
+    )
     base.check_split_labels(spec, index, classes)
     checks["sha256"] = {
         f"{rel}/{p}": base.file_sha256(folder / p) for p in ("train", "test", "meta")
