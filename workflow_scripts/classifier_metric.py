@@ -21,8 +21,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
 
-    from vcr.metrics import classifier_record
-    from vcr.records import write_record
+    from vcr.records import classifier_record, write_record
 
     write_record(args.out, classifier_record(args.run, args.dataset))
     return 0
