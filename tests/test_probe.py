@@ -44,8 +44,9 @@ def gaussian_features(n=900, d=24, k=5, sep=0.5, seed=0):
     return X[:a], y[:a], X[a:b], y[a:b], X[b:], y[b:]
 
 
-# converged solutions: with the same objective both solvers reach the same optimum
-TIGHT = {"max_iter": 1000, "tol": 1e-6}
+# converged solutions: with the same objective both solvers reach the same optimum; the full
+# 45-λ sweep (no early stop), so that the whole val curves can be compared
+TIGHT = {"max_iter": 1000, "tol": 1e-6, "path_patience": 0}
 
 
 def test_lambda_grids():
@@ -85,11 +86,71 @@ def test_default_settings_close_to_sklearn_defaults():
     different points of two L-BFGS implementations: still the same λ region and within 2 points
     (the 0.2-point agreement is for converged fits, above)."""
     data = gaussian_features(seed=1)
-    t = linear_probe_lbfgs(*data)
-    s = sklearn_probe_reference(*data)
+    t = linear_probe_lbfgs(*data, path_patience=0)
+    s = sklearn_probe_reference(*data, path_patience=0)
     assert abs(t["test"] - s["test"]) <= 0.02
     assert abs(t["best_index"] - s["best_index"]) <= 1
     assert np.allclose(t["val_scores"], s["val_scores"], atol=0.03)
+
+
+def test_path_patience_stops_early_at_the_same_lambda():
+    """path_patience: the descending path stops once `patience` consecutive λ score below the
+    best; on this set's unimodal val curve it picks the full sweep's λ (and test score)."""
+    data = gaussian_features()
+    full = linear_probe_lbfgs(*data, **TIGHT)  # path_patience=0
+    assert full["n_fitted"] == 45 and all(full["fitted"]) and None not in full["val_scores"]
+    converged = {**TIGHT, "path_patience": 5}
+    early = linear_probe_lbfgs(*data, **converged)
+    n = early["n_fitted"]
+    assert 0 < n < 45
+    # the same λ, val and test (the same warm-started path, cut short)
+    assert early["best_index"] == full["best_index"]
+    assert (early["val"], early["test"]) == (full["val"], full["test"])
+    # descending: the fitted λ are the n largest; unfitted λ have no score and no iterations
+    assert early["fitted"] == [False] * (45 - n) + [True] * n
+    assert early["val_scores"][: 45 - n] == [None] * (45 - n)
+    assert early["n_iter"][: 45 - n] == [0] * (45 - n)
+    assert early["val_scores"][45 - n :] == full["val_scores"][45 - n :]
+    # it stopped after exactly 5 λ strictly below the best, and the λ it skipped are worse
+    best = full["val"]
+    assert all(v < best for v in early["val_scores"][45 - n : 50 - n])
+    assert early["val_scores"][50 - n] == best
+    assert max(full["val_scores"][: 45 - n]) < best
+    # the same rule on scikit-learn's path: the same λ, fitted λ and test score
+    s = sklearn_probe_reference(*data, **converged)
+    assert abs(s["best_index"] - early["best_index"]) <= 1
+    assert abs(s["test"] - early["test"]) <= 0.002 and s["n_fitted"] < 45
+
+
+def test_path_selection_rule():
+    from vcr.probe import _PathSelection
+
+    def run(scores, patience):
+        sel = _PathSelection(patience)
+        for i, v in scores:
+            if sel.add(i, v, None):
+                return sel.index, i
+        return sel.index, None
+
+    # descending path (λ index 9 -> 0): a flat start ties the best and never stops the path
+    desc = list(zip(range(9, -1, -1), [0.1, 0.1, 0.1, 0.1, 0.5, 0.7, 0.6, 0.5, 0.4, 0.9]))
+    assert run(desc, 3) == (4, 1)  # stops at λ 1 after 3 worse λ; never sees λ 0's 0.9
+    assert run(desc, 0) == (0, None)  # the full sweep
+    # ties go to the smallest λ, whatever the order, and reset the patience
+    assert run([(5, 0.5), (4, 0.4), (3, 0.5), (2, 0.4), (1, 0.4)], 2) == (3, 1)
+    assert run([(1, 0.5), (2, 0.5), (3, 0.4)], 0) == (1, None)
+    with pytest.raises(ConfigError, match="path_patience"):
+        _PathSelection(-1)
+
+
+@pytest.mark.parametrize("rank", [2, 128])  # randomised (d=24 > 4 x 2) and exact covariance
+def test_preconditioner_changes_the_path_not_the_optimum(rank):
+    data = gaussian_features(seed=4)
+    plain = linear_probe_lbfgs(*data, precond_rank=0, **TIGHT)
+    pre = linear_probe_lbfgs(*data, precond_rank=rank, **TIGHT)
+    assert pre["best_index"] == plain["best_index"]
+    assert np.allclose(pre["val_scores"], plain["val_scores"], atol=0.01)
+    assert abs(pre["test"] - plain["test"]) <= 0.002
 
 
 def test_lambda_is_never_chosen_on_test():

@@ -24,6 +24,8 @@ ratio much less.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import platform
 import time
 
@@ -33,6 +35,7 @@ import torch
 from vcr import io
 from vcr.probe import (
     LbfgsConfig,
+    _PathSelection,
     accuracy,
     lambda_grid,
     linear_probe_lbfgs,
@@ -55,9 +58,10 @@ def synthetic_features(
     return X[:a], y[:a], X[a:b], y[a:b], X[b:], y[b:]
 
 
-def _sklearn_sweep(data, lams, cfg, budget_s, order: str, metric="top1") -> dict:
-    """scikit-learn's warm-started λ path in ``order``, stopped once ``budget_s`` is exceeded;
-    then λ chosen on val (or torch's λ* if incomplete), refit on train+val, test once."""
+def _sklearn_sweep(data, lams, cfg, budget_s, order: str, patience: int = 0, metric="top1"):
+    """scikit-learn's warm-started λ path in ``order`` with the early-stop rule of torch's probe
+    (``patience`` 0: every λ), stopped once ``budget_s`` is exceeded; then λ chosen on val (or
+    torch's λ* if incomplete), refit on train+val, test once."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
@@ -69,48 +73,73 @@ def _sklearn_sweep(data, lams, cfg, budget_s, order: str, metric="top1") -> dict
     Ztr, Zval = (Xtr - mu) / sd, (Xval - mu) / sd
     clf = LogisticRegression(solver="lbfgs", max_iter=cfg.max_iter, tol=cfg.tol, warm_start=True)
     idx = np.argsort(-lams) if order == "descending" else np.argsort(lams)
-    val_scores, n_iter, coefs = {}, {}, {}
+    select = _PathSelection(patience)
+    val_scores, n_iter = {}, {}
+    over_budget = False
     t0, c0 = time.perf_counter(), time.process_time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        for i in idx:
+        for k, i in enumerate(idx):
             clf.set_params(C=1.0 / lams[i])
             clf.fit(Ztr, ytr)
             val_scores[int(i)] = accuracy(clf.predict(Zval), yval, metric)
             n_iter[int(i)] = int(np.max(clf.n_iter_))
-            coefs[int(i)] = (clf.coef_.copy(), clf.intercept_.copy())
-            if time.perf_counter() - t0 > budget_s:
+            if select.add(int(i), val_scores[int(i)], (clf.coef_.copy(), clf.intercept_.copy())):
+                break
+            if time.perf_counter() - t0 > budget_s and k + 1 < lams.size:
+                over_budget = True
                 break
         sweep_s = time.perf_counter() - t0
         sweep_cpu = time.process_time() - c0
-        complete = len(val_scores) == lams.size
         out = {
             "order": order,
-            "complete": complete,
-            "lambdas_timed": len(val_scores),
+            "path_patience": int(patience),
+            "complete": not over_budget,
+            "lambdas_fitted": len(val_scores),
             "sweep_seconds": sweep_s,
             "sweep_cpu_seconds": sweep_cpu,
             "lbfgs_iterations": int(sum(n_iter.values())),
         }
-        if complete:
-            vs = np.array([val_scores[i] for i in range(lams.size)])
-            best = int(np.flatnonzero(vs == vs.max())[0])
-            out.update(best_lambda=float(lams[best]), val=float(vs[best]))
-            clf.coef_, clf.intercept_ = coefs[best]
-        else:
+        if over_budget:
             # lower bound on the sweep time; extrapolation for information only
             out["extrapolated_seconds"] = sweep_s / len(val_scores) * lams.size
             out["val_scores_timed"] = {f"{lams[i]:.3g}": v for i, v in val_scores.items()}
             return out
+        best = select.index
+        out.update(best_lambda=float(lams[best]), val=float(select.best))
+        clf.coef_, clf.intercept_ = select.candidates[best]
         Xtv = np.concatenate([Xtr, Xval])
         mu2, sd2 = Xtv.mean(0), np.maximum(Xtv.std(0), 1e-6)
         clf.set_params(C=1.0 / lams[best])
         t1, c1 = time.perf_counter(), time.process_time()
         clf.fit((Xtv - mu2) / sd2, np.concatenate([ytr, yval]))
+        out["refit_iter"] = int(np.max(clf.n_iter_))
         out["seconds"] = sweep_s + time.perf_counter() - t1
         out["cpu_seconds"] = sweep_cpu + time.process_time() - c1
         out["test"] = accuracy(clf.predict((Xte - mu2) / sd2), yte, metric)
     return out
+
+
+def _torch_run(data, lams, device, cfg) -> dict:
+    c0 = time.process_time()
+    t = linear_probe_lbfgs(*data, lambdas=lams, device=device, config=cfg)
+    return {
+        "seconds": t["seconds"],
+        "cpu_seconds": time.process_time() - c0,
+        "val": t["val"],
+        "test": t["test"],
+        "best_lambda": t["best_lambda"],
+        "lambdas_fitted": t["n_fitted"],
+        "lbfgs_iterations": int(sum(t["n_iter"]) + t["refit_iter"]),
+        "feature_passes": t["feature_passes"],
+        "path_patience": cfg.path_patience,
+        "precond_rank": cfg.precond_rank,
+        "device": t["device"],
+    }
+
+
+def _ratio(sk: dict, t: dict, key: str) -> float:
+    return sk[key] / t[key]
 
 
 def main(argv=None) -> dict:
@@ -124,6 +153,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--lambda-grid", default="vcr", choices=["vcr", "simclr"])
     ap.add_argument("--max-iter", type=int, default=LbfgsConfig.max_iter)
     ap.add_argument("--tol", type=float, default=LbfgsConfig.tol)
+    ap.add_argument(
+        "--path-patience",
+        type=int,
+        default=LbfgsConfig.path_patience,
+        help="early stop of torch's λ path (0: every λ); also run on sklearn's descending path",
+    )
+    ap.add_argument("--precond-rank", type=int, default=LbfgsConfig.precond_rank)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
@@ -150,67 +186,79 @@ def main(argv=None) -> dict:
         num_lambdas=args.num_lambdas,
         max_iter=args.max_iter,
         tol=args.tol,
+        path_patience=args.path_patience,
+        precond_rank=args.precond_rank,
     )
     lams = lambda_grid(cfg.lambda_grid, cfg.num_lambdas)
     # warm-up (first-call allocator/thread-pool cost is not part of the sweep)
     linear_probe_lbfgs(*(a[:256] for a in data), lambdas=lams[-2:], device=args.device, config=cfg)
-    c0 = time.process_time()
-    t = linear_probe_lbfgs(*data, lambdas=lams, device=args.device, config=cfg)
-    t["cpu_seconds"] = time.process_time() - c0
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    t = _torch_run(data, lams, args.device, cfg)
+    runs = {"torch": t}
+    if cfg.path_patience:  # the same solver over the full sweep, for reference
+        runs["torch_full_sweep"] = _torch_run(
+            data, lams, args.device, dataclasses.replace(cfg, path_patience=0)
+        )
     out = {
         "setup": {
             **{k: v for k, v in vars(args).items() if k != "out"},
             "machine": platform.processor() or platform.machine(),
             "torch": torch.__version__,
+            "loadavg_1min_at_start": load,
         },
-        "torch": {
-            "seconds": t["seconds"],
-            "cpu_seconds": t["cpu_seconds"],
-            "val": t["val"],
-            "test": t["test"],
-            "best_lambda": t["best_lambda"],
-            "lbfgs_iterations": int(sum(t["n_iter"]) + t["refit_iter"]),
-            "device": t["device"],
-        },
+        **runs,
         "sklearn": {},
     }
-    print(
-        f"torch ({t['device']}, float32): {t['seconds']:.1f} s ({t['cpu_seconds']:.1f} CPU s), "
-        f"val {t['val']:.4f}, "
-        f"test {t['test']:.4f}, λ* {t['best_lambda']:.3g}, "
-        f"{out['torch']['lbfgs_iterations']} L-BFGS iterations"
-    )
-    for order in args.sklearn_orders:
-        sk = _sklearn_sweep(data, lams, cfg, args.sklearn_budget, order)
+    if load is not None:
+        print(f"1-min load average at start: {load:.2f} on {os.cpu_count()} CPUs")
+    for name, r in runs.items():
+        print(
+            f"{name} ({r['device']}, float32, path_patience={r['path_patience']}, "
+            f"precond_rank={r['precond_rank']}): {r['seconds']:.1f} s "
+            f"({r['cpu_seconds']:.1f} CPU s), λ* {r['best_lambda']:.3g}, val {r['val']:.4f}, "
+            f"test {r['test']:.4f}, {r['lambdas_fitted']} of {lams.size} λ fitted, "
+            f"{r['lbfgs_iterations']} L-BFGS iterations, {r['feature_passes']:.0f} feature passes"
+        )
+    sk_runs = [(o, 0) for o in args.sklearn_orders]
+    if "descending" in args.sklearn_orders and cfg.path_patience:
+        sk_runs.insert(1, ("descending", cfg.path_patience))
+    for order, patience in sk_runs:
+        sk = _sklearn_sweep(data, lams, cfg, args.sklearn_budget, order, patience)
+        name = order if not patience else f"{order}_path_patience_{patience}"
+        label = f"{order} path, " + (
+            "full sweep" if not patience else f"same early stop, path_patience={patience}"
+        )
         if not sk["complete"]:
             # accuracy at torch's λ*: sklearn fit on train (val), refit on train+val (test)
-            ref = sklearn_probe_reference(*data, lambdas=[t["best_lambda"]], config=cfg)
+            ref = sklearn_probe_reference(
+                *data, lambdas=[t["best_lambda"]], config=cfg, path_patience=0
+            )
             sk["val_at_torch_lambda"], sk["test"] = ref["val"], ref["test"]
             sk["seconds_lower_bound"] = sk["sweep_seconds"]
+            sk["speedup_lower_bound"] = sk["sweep_seconds"] / t["seconds"]
+            sk["speedup_cpu_lower_bound"] = sk["sweep_cpu_seconds"] / t["cpu_seconds"]
             speed = (
-                f">= {sk['sweep_seconds'] / t['seconds']:.1f}x wall, "
-                f">= {sk['sweep_cpu_seconds'] / t['cpu_seconds']:.1f}x CPU"
+                f">= {sk['speedup_lower_bound']:.1f}x wall, "
+                f">= {sk['speedup_cpu_lower_bound']:.1f}x CPU"
             )
             timing = (
-                f">= {sk['sweep_seconds']:.1f} s (stopped after {sk['lambdas_timed']} of "
-                f"{lams.size} λ; extrapolated {sk['extrapolated_seconds']:.0f} s)"
+                f">= {sk['sweep_seconds']:.1f} s (>= {sk['sweep_cpu_seconds']:.1f} CPU s; stopped "
+                f"after {sk['lambdas_fitted']} of {lams.size} λ by --sklearn-budget; "
+                f"extrapolated {sk['extrapolated_seconds']:.0f} s)"
             )
-            sk["speedup_lower_bound"] = sk["sweep_seconds"] / t["seconds"]
         else:
-            speed = (
-                f"{sk['seconds'] / t['seconds']:.1f}x wall, "
-                f"{sk['cpu_seconds'] / t['cpu_seconds']:.1f}x CPU"
-            )
+            sk["speedup"] = _ratio(sk, t, "seconds")
+            sk["speedup_cpu"] = _ratio(sk, t, "cpu_seconds")
+            speed = f"{sk['speedup']:.1f}x wall, {sk['speedup_cpu']:.1f}x CPU"
             timing = (
                 f"{sk['seconds']:.1f} s ({sk['cpu_seconds']:.1f} CPU s), "
-                f"λ* {sk['best_lambda']:.3g}, val {sk['val']:.4f}"
+                f"λ* {sk['best_lambda']:.3g}, val {sk['val']:.4f}, "
+                f"{sk['lambdas_fitted']} of {lams.size} λ fitted"
             )
-            sk["speedup"] = sk["seconds"] / t["seconds"]
-            sk["speedup_cpu"] = sk["cpu_seconds"] / t["cpu_seconds"]
         sk["test_gap_points"] = 100 * (t["test"] - sk["test"])
-        out["sklearn"][order] = sk
+        out["sklearn"][name] = sk
         print(
-            f"sklearn ({order} path, float64): {timing}, test {sk['test']:.4f}, "
+            f"sklearn ({label}, float64): {timing}, test {sk['test']:.4f}, "
             f"{sk['lbfgs_iterations']} L-BFGS iterations -> torch speed-up {speed}, "
             f"test torch - sklearn {sk['test_gap_points']:+.2f} points"
         )
