@@ -4,8 +4,10 @@ Protocols (registry ``PROTOCOLS``, each with a config dataclass whose fields are
 of ``workflow_scripts/probe.py``):
 
 - ``lbfgs``: Kornblith/SimCLR linear evaluation (Table 1/4/6 transfer columns): L2-regularised
-  multinomial logistic regression by full-batch L-BFGS on cached features, 45 log-spaced λ,
-  λ chosen on the validation split only, refit on train+val, scored once on test.
+  multinomial logistic regression by full-batch L-BFGS on cached features, 45 log-spaced λ
+  (a warm-started path from strong to weak penalty, stopped a decade past the val peak:
+  ``path_patience``), λ chosen on the validation split only, refit on train+val, scored once on
+  test.
 - ``sgd``: VICReg-paper linear evaluation for iNat18 / Places205 (SGD + step schedule).
 - ``adamw``: the Table 2 subclass probe (AdamW, cosine, 100 epochs).
 - ``finetune``: ImageNet-1% fine-tuning of backbone + head (VICReg protocol).
@@ -97,9 +99,8 @@ class Standardizer:
         if not enabled:
             d = X.shape[1]
             return cls(X.new_zeros(d), X.new_ones(d))
-        mean = X.mean(0)
-        std = X.std(0, unbiased=False).clamp_min(eps)
-        return cls(mean, std)
+        std, mean = torch.std_mean(X, 0, correction=0)
+        return cls(mean, std.clamp_min(eps))
 
     def __call__(self, X: torch.Tensor) -> torch.Tensor:
         return (X - self.mean) / self.std
@@ -509,8 +510,10 @@ def linear_probe_lbfgs(
 
     ``lambdas`` (ascending or not) overrides the config grid. Ties in val score go to the
     smallest λ (as ssl-transfer's strict ``>`` over an ascending grid). Returns a dict with
-    ``val`` (best val score), ``test``, ``best_lambda``, ``lambdas``, ``val_scores``,
-    ``n_iter`` (per λ), ``refit_iter``, ``seconds``.
+    ``val`` (best val score), ``test``, ``best_lambda``, ``best_index``, ``lambdas`` (ascending),
+    ``val_scores`` (per λ; None for the λ the early stop left unfitted), ``n_iter`` (per λ; 0
+    when unfitted), ``fitted`` (per λ), ``n_fitted``, ``refit_iter``, ``feature_passes``
+    (products with the n x d feature matrix, in units of k columns: the cost), ``seconds``.
     """
     cfg = _with_overrides(config or LbfgsConfig(), overrides)
     if metric not in METRICS:
@@ -605,8 +608,8 @@ def sklearn_probe_reference(
     **overrides,
 ) -> dict[str, Any]:
     """The same protocol with scikit-learn's ``LogisticRegression(solver="lbfgs")`` (C = 1/λ,
-    warm start along the same λ path, same standardisation, same tie rule), float64: the reference
-    the torch probe is tested and benchmarked against."""
+    warm start along the same λ path, same standardisation, same tie rule and ``path_patience``
+    early stop), float64: the reference the torch probe is tested and benchmarked against."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
