@@ -324,7 +324,9 @@ class _SoftmaxPath:
         if self.pre is None and precond_rank > 0:
             self.pre = _FeaturePreconditioner(X, int(precond_rank), self.k)
             self.passes += self.pre.cost
-        self.memory: list[tuple[torch.Tensor, torch.Tensor]] = []  # (s, y of the data term)
+        # curvature pairs (s, y of the data term, y of the objective at the current λ, 1/yᵀs)
+        self.memory: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]] = []
+        self._reg = 0.0
         if theta is None:  # W = 0, b = 0: logits are zero, no pass needed
             self.theta = X.new_zeros(self.dk + self.k)
             self.Z = X.new_zeros(self.n, self.k)
@@ -359,11 +361,23 @@ class _SoftmaxPath:
         torch.sum(R, 0, out=self.b(g))
         return g
 
-    def _penalised(self, v, reg):
-        """v with its W part scaled by reg and its b part zero (the penalty's Hessian times v)."""
-        out = torch.zeros_like(v)
-        out[: self.dk] = v[: self.dk] * reg
+    def _plus_penalty(self, v_data, v, reg):
+        """``v_data + reg·v`` on the W part, ``v_data`` on the bias part (the penalised
+        gradient from the data gradient, or a curvature pair's y from its data-term y)."""
+        out = v_data.clone()
+        out[: self.dk].add_(v[: self.dk], alpha=reg)
         return out
+
+    def _set_reg(self, reg):
+        """Correct the kept curvature pairs for the penalty ``reg = λ/n`` (exact: the penalty's
+        Hessian is reg·I on W); drop the pairs without positive curvature."""
+        kept = []
+        for s, yd, *_ in self.memory:
+            y = self._plus_penalty(yd, s, reg)
+            ys = float(y.dot(s))
+            if ys > 1e-10:
+                kept.append((s, yd, y, 1.0 / ys))
+        self.memory, self._reg = kept, reg
 
     def _H0(self, q, reg):
         if self.pre is None:
@@ -375,26 +389,20 @@ class _SoftmaxPath:
         return out
 
     def _direction(self, g, reg):
-        """-H g by the two-loop recursion over the kept pairs (y corrected for this λ)."""
-        pairs = []
-        for s, yd in self.memory:
-            y = yd + self._penalised(s, reg)
-            ys = float(y.dot(s))
-            if ys > 1e-10:
-                pairs.append((s, y, 1.0 / ys))
+        """-H g by the two-loop recursion over the kept pairs."""
         q = -g
         alphas = []
-        for s, y, rho in reversed(pairs):
+        for s, _, y, rho in reversed(self.memory):
             a = rho * float(s.dot(q))
-            q = q - a * y
+            q.add_(y, alpha=-a)
             alphas.append(a)
         q = self._H0(q, reg)
-        if pairs:
-            s, y, rho = pairs[-1]
+        if self.memory:
+            s, _, y, rho = self.memory[-1]
             q.mul_((1.0 / rho) / float(y.dot(self._H0(y, reg))))  # γ = sᵀy / yᵀMy
-        for (s, y, rho), a in zip(pairs, reversed(alphas)):
+        for (s, _, y, rho), a in zip(self.memory, reversed(alphas)):
             q.add_(s, alpha=a - rho * float(y.dot(q)))
-        return q, bool(pairs)
+        return q, bool(self.memory)
 
     def _restriction(self, D, reg, wd, dd):
         """The objective along the direction whose logits change is ``D``:
@@ -421,7 +429,8 @@ class _SoftmaxPath:
     def fit(self, lam: float, *, max_iter: int, tol: float) -> int:
         """Minimise at ``lam`` from the current point; returns the number of iterations."""
         reg = float(lam) / self.n
-        g = self.g_data + self._penalised(self.theta, reg)
+        self._set_reg(reg)
+        g = self._plus_penalty(self.g_data, self.theta, reg)
         it = 0
         while float(g.abs().max()) > tol and it < max_iter:
             d, quasi_newton = self._direction(g, reg)
@@ -450,10 +459,14 @@ class _SoftmaxPath:
                 self.Z = Z.add_(D, alpha=t)
             self.P = torch.softmax(self.Z, 1)
             g_data = self._data_grad(self.P)
-            self.memory.append((s, g_data - self.g_data))
-            del self.memory[: -self.history_size]
+            yd = g_data - self.g_data
+            y = self._plus_penalty(yd, s, reg)
+            ys = float(y.dot(s))
+            if ys > 1e-10:
+                self.memory.append((s, yd, y, 1.0 / ys))
+                del self.memory[: -self.history_size]
             self.g_data = g_data
-            g = g_data + self._penalised(self.theta, reg)
+            g = self._plus_penalty(g_data, self.theta, reg)
             it += 1
         return it
 
