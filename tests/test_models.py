@@ -69,11 +69,54 @@ def test_two_moons_mlp_variants():
     assert feature_dim(create_model("two_moons_mlp", num_classes=0)) == 500
 
 
+def _timm_twin(name):
+    """The timm model each plain-torch mini model mirrors (same depths and widths)."""
+    if name == "mini_resnet":
+        from timm.models.resnet import Bottleneck, ResNet
+
+        # deep stem of width 2 x 8 = 16, its 3-conv body replaced by one 3x3/2 conv (32 px)
+        m = ResNet(
+            Bottleneck, (1, 1, 1, 1), channels=(8, 16, 32, 64), stem_type="deep", stem_width=8,
+            num_classes=7,
+        )  # fmt: skip
+        m.conv1 = nn.Conv2d(3, 16, 3, 2, 1, bias=False)
+        return m
+    if name == "mini_convnext":
+        from timm.models.convnext import ConvNeXt
+
+        return ConvNeXt(
+            depths=(1, 1, 2, 1), dims=(16, 32, 64, 128), patch_size=2, kernel_sizes=3,
+            num_classes=7,
+        )  # fmt: skip
+    from timm.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer(
+        img_size=32, patch_size=8, embed_dim=48, depth=4, num_heads=3, mlp_ratio=2.0,
+        num_classes=7,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("name", ["mini_resnet", "mini_convnext", "mini_vit"])
-def test_mini_models_are_small_timm_models(name):
+def test_mini_models_are_small_and_laid_out_like_timm(name):
+    """Plain torch (no timm import in the mini pipeline), but VCR lands on the same sites, with
+    the same names, as on the timm architecture they stand in for."""
+    from vcr.attach import vcr_sites
+
     torch.manual_seed(0)
     m = create_model(name, num_classes=7)
-    assert type(m).__module__.startswith("timm.")
+    assert type(m).__module__ == "vcr.models"
+    twin = _timm_twin(name)
+    assert type(m).__name__ == type(twin).__name__
+    assert vcr_sites(m) == vcr_sites(twin)
+    assert m.num_features == twin.num_features
+    # same parameter and buffer names and shapes: a timm state dict loads into the mini model
+    assert {k: v.shape for k, v in m.state_dict().items()} == {
+        k: v.shape for k, v in twin.state_dict().items()
+    }
+    m.load_state_dict(twin.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    m.eval(), twin.eval()
+    torch.testing.assert_close(m(x), twin(x), rtol=1e-4, atol=1e-5)  # and computes the same
     assert _nparams(m) < 400_000
     x = torch.randn(2, 3, 32, 32)
     assert m(x).shape == (2, 7)

@@ -92,7 +92,7 @@ def _children_names(model: nn.Module, parent: str) -> list[str]:
     return [f"{parent}.{k}" for k, _ in mod.named_children()]
 
 
-@register_architecture("resnet", _is_class("ResNet", "timm.", "torchvision."))
+@register_architecture("resnet", _is_class("ResNet", "timm.", "torchvision.", "vcr."))
 def _resnet_sites(model) -> VCRSites:
     blocks, down = [], ["maxpool"]
     for i in range(1, 5):
@@ -103,7 +103,7 @@ def _resnet_sites(model) -> VCRSites:
     return VCRSites("resnet", blocks, "fc", down)
 
 
-@register_architecture("convnext", _is_class("ConvNeXt", "timm."))
+@register_architecture("convnext", _is_class("ConvNeXt", "timm.", "vcr."))
 def _convnext_sites(model) -> VCRSites:
     blocks, down = [], ["stem"]
     for stage in _children_names(model, "stages"):
@@ -113,7 +113,7 @@ def _convnext_sites(model) -> VCRSites:
     return VCRSites("convnext", blocks, "head.fc", down)
 
 
-@register_architecture("vit", _is_class("VisionTransformer", "timm."))
+@register_architecture("vit", _is_class("VisionTransformer", "timm.", "vcr."))
 def _vit_sites(model) -> VCRSites:
     # Blocks output (N, T, D): every token (class and register tokens included) is a sample.
     return VCRSites("vit", _children_names(model, "blocks"), "head", None)
