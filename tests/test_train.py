@@ -453,6 +453,32 @@ def test_array_batches_equal_the_torchvision_transforms(mini_manifest):
     assert len(params) > 8  # offsets and flips vary
 
 
+def test_array_batches_ssl_views_are_seeded_two_view_augmentations(mini_manifest):
+    from vcr.data import dataset_info, load_dataset
+
+    info = dataset_info(mini_manifest)
+    ds = load_dataset("mini_objects", "train", manifest=mini_manifest)
+    keys = [(1, i) for i in range(32)]
+
+    def views(seed, batch=keys):
+        ab = vt.ArrayBatches(ds, [batch], info["mean"], info["std"], train="ssl", seed=seed)
+        return next(iter(ab))
+
+    (v1, v2), y = views(3)
+    assert v1.shape == v2.shape == (32, 3, 32, 32) and y.tolist() == list(ds.targets[:32])
+    assert not torch.allclose(v1, v2)  # two different views of each image
+    (w1, w2), _ = views(3)
+    assert torch.equal(v1, w1) and torch.equal(v2, w2)  # same (seed, epoch, batch): same views
+    assert not torch.equal(views(4)[0][0], v1)  # another seed: other views
+    mean = torch.tensor(info["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(info["std"]).view(1, 3, 1, 1)
+    raw = v1 * std + mean  # back in [0, 1]: crops, jitter, grayscale, solarize stay in range
+    assert raw.min() >= -1e-5 and raw.max() <= 1 + 1e-5
+    x = torch.from_numpy(ds.images[:32]).permute(0, 3, 1, 2).float() / 255
+    changed = (raw - x).abs().flatten(1).amax(1) > 1e-3
+    assert changed.float().mean() > 0.9  # nearly every image is augmented
+
+
 def test_cli_end_to_end_on_mini_data(tmp_path, mini_manifest):
     out = tmp_path / "run"
     cmd = [

@@ -211,11 +211,15 @@ class RunFeatures:
 
     def dataset(self, name: str, split: str, *, manifest, target: str = "default"):
         """The eval-transformed dataset and whether the fast array path applies."""
-        from vcr.data import build_transform, dataset_info, load_dataset
+        from vcr.data import DeferredTransform, build_transform, dataset_info, load_dataset
 
         info = dataset_info(manifest, target)
-        tf = build_transform(
-            "eval", image_size=info["image_size"], mean=info["mean"], std=info["std"]
+        tf = DeferredTransform(
+            build_transform,
+            "eval",
+            image_size=info["image_size"],
+            mean=info["mean"],
+            std=info["std"],
         )
         ds = load_dataset(name, split, manifest=manifest, transform=tf, target=target)
         native = (

@@ -382,8 +382,9 @@ class ArrayBatches:
 
     PAD = 4
 
-    def __init__(self, ds, batches, mean, std, *, train: bool, seed: int = 0):
+    def __init__(self, ds, batches, mean, std, *, train: bool | str, seed: int = 0):
         self.images, self.targets = ds.images, torch.as_tensor(np.asarray(ds.targets))
+        # train: True = train_cifar, False = eval, "ssl" = two views of ssl_views()
         self.batches, self.train, self.seed = batches, train, seed
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
@@ -398,6 +399,14 @@ class ArrayBatches:
             else:
                 epoch, idx = 0, np.asarray(keys, dtype=np.int64)
             x = torch.from_numpy(self.images[idx]).permute(0, 3, 1, 2).float().div_(255)
+            if self.train == "ssl":
+                g = torch.Generator().manual_seed(
+                    int(_mix64(np.uint64(self.seed * 1_000_003 + epoch) ^ _mix64(idx[0])))
+                    & (2**63 - 1)
+                )
+                views = [ssl_views(x, g) for _ in range(2)]
+                yield [(v - self.mean) / self.std for v in views], self.targets[idx]
+                continue
             if self.train:
                 x = self._crop_flip(x, epoch, idx)
             yield (x - self.mean) / self.std, self.targets[idx]
@@ -416,6 +425,44 @@ class ArrayBatches:
         b = torch.arange(n)[:, None, None, None]
         c = torch.arange(x.shape[1])[None, :, None, None]
         return padded[b, c, rows, cols]
+
+
+def ssl_views(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """One SimCLR/VICReg view of a batch in [0, 1] (N, 3, H, W), with batched tensor ops: the
+    ``ssl`` transform of ``vcr.data.transforms`` for small images (random resized crop, scale
+    0.08-1 and ratio 3/4-4/3, flip, colour jitter 0.4/0.4/0.2 with p=0.8, grayscale p=0.2,
+    solarize p=0.1). Differences, for the mini/CIFAR array path only: bilinear instead of
+    bicubic resampling, and no hue jitter (it needs an HSV round trip per pixel).
+    """
+    n, _, h, w = x.shape
+    u = lambda *shape: torch.rand(*shape, generator=g)  # noqa: E731
+    area = 0.08 + 0.92 * u(n)
+    ratio = torch.exp(math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * u(n))
+    sw = torch.sqrt(area * ratio).clamp(max=1.0)  # crop side as a fraction of the image
+    sh = torch.sqrt(area / ratio).clamp(max=1.0)
+    cx = (1 - sw) * (2 * u(n) - 1)  # crop centre in [-1, 1] coordinates, inside the image
+    cy = (1 - sh) * (2 * u(n) - 1)
+    flip = torch.where(u(n) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2] = sw * flip, cx
+    theta[:, 1, 1], theta[:, 1, 2] = sh, cy
+    grid = F.affine_grid(theta, (n, 3, h, w), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    jitter = (u(n) < 0.8).view(n, 1, 1, 1)
+    b = 1 + 0.4 * (2 * u(n) - 1)
+    c = 1 + 0.4 * (2 * u(n) - 1)
+    s = 1 + 0.2 * (2 * u(n) - 1)
+    gray_w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    y = (x * b.view(n, 1, 1, 1)).clamp(0, 1)
+    mean = (y * gray_w).sum(1, keepdim=True).mean((2, 3), keepdim=True)
+    y = (mean + c.view(n, 1, 1, 1) * (y - mean)).clamp(0, 1)
+    gray = (y * gray_w).sum(1, keepdim=True)
+    y = (gray + s.view(n, 1, 1, 1) * (y - gray)).clamp(0, 1)
+    x = torch.where(jitter, y, x)
+    x = torch.where(
+        (u(n) < 0.2).view(n, 1, 1, 1), (x * gray_w).sum(1, keepdim=True).expand_as(x), x
+    )
+    return torch.where((u(n) < 0.1).view(n, 1, 1, 1) & (x >= 0.5), 1 - x, x)
 
 
 def resolved_sizes(recipe: Recipe, native: int) -> tuple[int, int, int]:
@@ -499,9 +546,13 @@ def build_transforms(recipe: Recipe, method: str, info: dict):
     return train, evalt
 
 
+def _one_transform(recipe: Recipe, method: str, info: dict, which: int):
+    return build_transforms(recipe, method, info)[which]
+
+
 def build_data(spec: RunSpec, recipe: Recipe, manifest) -> tuple[DataBundle, Any, Any]:
     """Load the run's splits through ``vcr.data``; returns (bundle, train tf, eval tf)."""
-    from vcr.data import dataset_info, load_dataset
+    from vcr.data import DeferredTransform, dataset_info, load_dataset
 
     if manifest is None or not Path(manifest).is_file():
         from vcr.errors import DatasetError
@@ -511,7 +562,11 @@ def build_data(spec: RunSpec, recipe: Recipe, manifest) -> tuple[DataBundle, Any
             f"`python workflow_scripts/prepare_data.py --dataset {spec.dataset} ...`"
         )
     info = dataset_info(manifest, target=spec.target)
-    train_tf, eval_tf = build_transforms(recipe, spec.method, info)
+    # Built on first use: the batched array path (mini, CIFAR) never calls them, and then
+    # torchvision (~1.2 s of imports per process) is never imported.
+    train_tf, eval_tf = (
+        DeferredTransform(_one_transform, recipe, spec.method, info, i) for i in (0, 1)
+    )
     bundle = DataBundle(
         train=load_dataset(spec.dataset, "train", manifest=manifest, target=spec.target),
         val=load_dataset(spec.dataset, "val", manifest=manifest, target=spec.target),
@@ -538,9 +593,10 @@ def build_loaders(ctx: RunContext, bundle: DataBundle, train_tf, eval_tf):
     )
     fast = recipe.fast_array_loader and bundle.mean
     no_aug_native = bundle.train_kind == "eval" and bundle.eval_native
+    ssl_native = bundle.train_kind == "ssl" and bundle.eval_native
     if (
         fast
-        and (bundle.train_kind == "train_cifar" or no_aug_native)
+        and (bundle.train_kind == "train_cifar" or no_aug_native or ssl_native)
         and _is_uint8_array(bundle.train)
     ):
         train_loader = ArrayBatches(
@@ -548,7 +604,7 @@ def build_loaders(ctx: RunContext, bundle: DataBundle, train_tf, eval_tf):
             sampler,
             bundle.mean,
             bundle.std,
-            train=bundle.train_kind == "train_cifar",
+            train="ssl" if ssl_native else bundle.train_kind == "train_cifar",
             seed=ctx.spec.seed,
         )
     else:

@@ -20,7 +20,7 @@ from vcr.data.base import (
     read_manifest,
 )
 from vcr.data.mini import two_moons
-from vcr.data.transforms import MultiView, build_transform
+from vcr.data.transforms import DeferredTransform, MultiView, build_transform
 
 __all__ = [
     "DATASETS",
@@ -31,6 +31,7 @@ __all__ = [
     "DatasetSpec",
     "ImageFileDataset",
     "MultiView",
+    "DeferredTransform",
     "build_transform",
     "dataset_info",
     "load_dataset",

@@ -36,6 +36,22 @@ class MultiView:
         return f"MultiView(n={self.n}, {self.transform!r})"
 
 
+class DeferredTransform:
+    """``factory(*args, **kwargs)``, built on the first call (picklable for loader workers).
+
+    The batched paths for in-memory arrays (mini, CIFAR) never call the per-image transform;
+    deferring it means torchvision (~1.2 s of imports) is only imported where it is used.
+    """
+
+    def __init__(self, factory, *args, **kwargs):
+        self.factory, self.args, self.kwargs, self.tf = factory, args, kwargs, None
+
+    def __call__(self, img):
+        if self.tf is None:
+            self.tf = self.factory(*self.args, **self.kwargs)
+        return self.tf(img)
+
+
 def build_transform(
     kind: str,
     *,
