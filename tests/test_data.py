@@ -256,10 +256,10 @@ def test_mini_generation_is_byte_identical(mini_dir, tmp_path):
 def test_mini_sizes_and_targets(mini_dir):
     info = {n: vd.dataset_info(mini_dir / n / "manifest.json") for n in MINI}
     assert info["mini_objects"]["split_sizes"] == {
-        "train": 2000,
-        "val": 496,
+        "train": 4000,
+        "val": 1000,
         "test": 1000,
-        "trainval": 2496,
+        "trainval": 5000,
     }
     assert vd.dataset_info(mini_dir / "mini_objects", "sub")["num_classes"] == 16
     for t in mini.PROBE_TASKS:
@@ -268,7 +268,7 @@ def test_mini_sizes_and_targets(mini_dir):
         assert info[f"mini_{t}"]["num_classes"] == len(mini.FACTORS[t])
     assert info["mini_objects_1pct"]["split_sizes"]["train"] == 96
     lt = base.read_manifest(mini_dir / "mini_objects_lt")
-    assert lt["checks"]["lt_counts"] == cifar.cao_img_num_per_cls(2496 / 4, 4)
+    assert lt["checks"]["lt_counts"] == cifar.cao_img_num_per_cls(5000 / 4, 4)
     d = info["digits"]["split_sizes"]
     assert d["train"] + d["val"] + d["test"] == 1797 and info["digits"]["num_classes"] == 10
 
@@ -291,12 +291,12 @@ def test_mini_labels_are_the_factors_and_independent(mini_dir):
 def test_mini_loads_fast_from_memory(mini_dir):
     m = mini_dir / "mini_objects" / "manifest.json"
     ds = vd.load_dataset("mini_objects", "train", manifest=m, target="sub")
-    assert ds.images.shape == (2000, 32, 32, 3) and ds.images.dtype == np.uint8
+    assert ds.images.shape == (4000, 32, 32, 3) and ds.images.dtype == np.uint8
     assert ds.targets.max() == 15
     img, y = ds[0]
     assert img.size == (32, 32) and y == ds.targets[0]
     tv = vd.load_dataset("mini_objects", "trainval", manifest=m)
-    assert len(tv) == 2496
+    assert len(tv) == 5000
 
 
 def test_two_moons_matches_the_gs_recipe():

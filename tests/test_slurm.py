@@ -51,11 +51,17 @@ def test_profile_polls_with_squeue_within_min_job_age(profile):
 def test_profile_default_resources_are_cheap_and_valid(profile):
     res = profile["default-resources"]
     assert "slurm_partition" in res
-    # a constant disk_mb: the built-in default stats every input of every job (slow dry run)
-    assert isinstance(res["disk_mb"], int)
-    assert "USR1" in res["slurm_extra"]  # the trainer checkpoints and exits on SIGUSR1
     for bad in ("gpus", "gres"):  # gpus: breaks the job step; GPUs are per rule
         assert bad not in res
+    plan = P.build_plan(P.load_config(ROOT / "config.yaml"), "paper")
+    for rule in ("pretrain", "pretrain_ssl", "probe", "collapse", "two_moons", "prepare_data"):
+        rr = plan.rule_resources(rule)
+        # a constant disk_mb on every rule: the built-in default stats every input of every job
+        assert isinstance(rr["disk_mb"], int), rule
+        for key in ("mem_mb", "runtime"):
+            assert key in rr, (rule, key)
+    for rule in ("pretrain", "pretrain_ssl"):  # the trainer checkpoints and exits on SIGUSR1
+        assert "USR1" in plan.rule_resources(rule)["slurm_extra"], rule
 
 
 def test_config_resources_use_plugin_names(profile):

@@ -400,6 +400,7 @@ RESOURCE_KEYS = (
     "mpi",
     "gres",
     "slurm_extra",
+    "disk_mb",
 )
 RESOURCE_DEFAULTS = {
     "gpu": 0,
@@ -415,6 +416,8 @@ RESOURCE_DEFAULTS = {
     "mpi": "",
     "gres": "",
     "slurm_extra": "",
+    # a constant: Snakemake's built-in default stats every input file of every job (dry run)
+    "disk_mb": 1000,
 }
 
 
@@ -825,18 +828,10 @@ class Plan:
         if rule in ("pretrain", "pretrain_ssl"):
             keys = [k for k, j in self.pretrain.items() if j.stage == rule]
             per_job = {k: _effective(self.pretrain_resources(k)) for k in keys}
-            names = _union(per_job.values())
-            return {
-                n: fast_signature(lambda wildcards, n=n: per_job.get(wildcards.run, {}).get(n))
-                for n in names
-            }
+            return _per_job_resources(per_job, lambda wc: wc.run)
         if rule == "probe":
             per_proto = {p: _effective(self.resources("probe", p)) for p in PROTOCOLS}
-            names = _union(per_proto.values())
-            return {
-                n: fast_signature(lambda wildcards, n=n: per_proto[wildcards.protocol].get(n))
-                for n in names
-            }
+            return _per_job_resources(per_proto, lambda wc: wc.protocol)
         return _effective(self.resources(rule))
 
     def imported_runs_regex(self) -> str:
@@ -927,11 +922,28 @@ def _effective(res: dict) -> dict:
     """Drop the resources left at their 'unset' value (no sbatch flag for them)."""
     out = {}
     for k, v in res.items():
-        if k in ("mem_mb", "runtime") or (v and RESOURCE_DEFAULTS.get(k) != v and k != "nodes"):
+        if k in ("mem_mb", "runtime", "disk_mb") or (
+            v and RESOURCE_DEFAULTS.get(k) != v and k != "nodes"
+        ):
             out[k] = v
     if int(res.get("nodes", 1)) > 1:
         out["nodes"] = res["nodes"]
         out["tasks_per_gpu"] = 0  # else the slurm plugin turns tasks into --ntasks-per-gpu
+    return out
+
+
+def _per_job_resources(per_job: dict[str, dict], key_of) -> dict[str, Any]:
+    """Resources that differ between a rule's jobs: a constant where every job agrees (Snakemake
+    evaluates a callable resource per job, ~0.1 ms each on the 4k-job DAG), else a callable
+    returning the job's value (None: no sbatch flag)."""
+    out: dict[str, Any] = {}
+    for n in _union(per_job.values()):
+        values = {repr(r.get(n)) for r in per_job.values()}
+        first = next(iter(per_job.values())).get(n)
+        if len(values) == 1 and first is not None:
+            out[n] = first
+        else:
+            out[n] = fast_signature(lambda wildcards, n=n: per_job.get(key_of(wildcards), {}).get(n))
     return out
 
 

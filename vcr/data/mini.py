@@ -16,7 +16,7 @@ shape          square, ellipse, triangle, plus                  mini_objects sup
 style          solid, outline, hole, double                     mini_objects sub = shape x style
 color          red, green, blue, yellow, magenta, cyan          mini_color (6)
 texture        plain, stripes, checker, dots                    mini_texture (4)
-size           small, medium, large (radius 5.5 / 8 / 10.5 px)  mini_size (3)
+size           small, medium, large (radius 5.5 / 8.5 / 11.5 px)  mini_size (3)
 position       4 quadrant centres (+-1.5 px jitter)             mini_position (4)
 background     dark, light, gradient, noise (all grey)          mini_background (4)
 orientation    0, 22.5, 45, 67.5 degrees (+-3 deg jitter)       mini_orientation (4)
@@ -62,12 +62,13 @@ COLORS = np.array(
     [[220, 40, 40], [40, 200, 60], [50, 80, 235], [235, 215, 40], [215, 50, 205], [40, 205, 215]],
     dtype=np.float64,
 )
-RADII = (5.5, 8.0, 10.5)
+RADII = (5.5, 8.5, 11.5)
+NOISE = 15.0  # amplitude of the 'noise' background (uniform, grey levels)
 SLOTS = ((11.0, 11.0), (21.0, 11.0), (11.0, 21.0), (21.0, 21.0))
 ANGLES = (0.0, 22.5, 45.0, 67.5)
 
 # sizes: pool train (val is held out of it) / test
-OBJECT_POOL = (2496, 1000)  # 156 per sub-class -> 2000 train / 496 val / 1000 test
+OBJECT_POOL = (5000, 1000)  # 312-313 per sub-class -> 4000 train / 1000 val / 1000 test
 PROBE_POOL = (800, 600)  # -> 600 train / 200 val / 600 test
 PROBE_TASKS = ("color", "texture", "size", "position", "count", "background", "orientation")
 
@@ -139,7 +140,7 @@ def render_batch(factors: np.ndarray, rng) -> np.ndarray:
     f = {k: factors[:, i] for i, k in enumerate(FACTOR_NAMES)}
     # all random draws first, in a fixed order, so the bytes depend only on (seed, task, part)
     color_jit = rng.uniform(-15, 15, size=(b, 3))
-    noise = rng.uniform(-45, 45, size=(b, SIDE, SIDE)).astype(np.float32)
+    noise = rng.uniform(-NOISE, NOISE, size=(b, SIDE, SIDE)).astype(np.float32)
     angle_jit = rng.uniform(-3, 3, size=b)
     size_jit = rng.uniform(-0.5, 0.5, size=b)
     slot_perm = np.argsort(rng.random((b, len(SLOTS))), axis=1)
@@ -344,7 +345,7 @@ def _prepare_mini(spec, *, data_root, out_dir, seed, allow_download, opts):
                 strat, seed=seed, fraction=float(opts.get("val_fraction", 0.167))
             )
         else:
-            frac = 0.2 if hierarchical else 0.25  # 2496 -> 2000/496; 800 -> 600/200
+            frac = 0.2 if hierarchical else 0.25  # 5000 -> 4000/1000; 800 -> 600/200
             train_rows, val_rows = base.holdout_stratified(
                 strat, seed=seed, fraction=float(opts.get("val_fraction", frac))
             )
