@@ -225,3 +225,21 @@ def test_bench_smoke(tmp_path, capsys):
     assert set(res["median_ms"]) == {"none", "autograd", "fast"} and res["sites"] == 2
     assert res["ratio"]["none"] == 1.0 and all(v > 0 for v in res["median_ms"].values())
     assert (tmp_path / "b.json").is_file() and "fast" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["mini_convnext", "mini_vit"])
+def test_mini_models_take_the_recipes_stochastic_depth(name):
+    """tv_convnext_tiny passes drop_path_rate=0.1: rates rise linearly over the blocks (timm);
+    eval mode is deterministic and equals the model without stochastic depth."""
+    torch.manual_seed(0)
+    m = create_model(name, num_classes=3, drop_path_rate=0.1)
+    rates = [b.drop_path.p for b in m.modules() if hasattr(b, "drop_path")]
+    assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.1) and rates == sorted(rates)
+    plain = create_model(name, num_classes=3)
+    plain.load_state_dict(m.state_dict())
+    x = torch.randn(4, 3, 32, 32)
+    m.eval(), plain.eval()
+    torch.testing.assert_close(m(x), plain(x))
+    m.train()
+    torch.manual_seed(1)
+    assert not torch.equal(m(x), m(x))  # branches dropped at random in training

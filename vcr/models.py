@@ -385,6 +385,26 @@ class LayerNorm2d(nn.LayerNorm):
         return super().forward(x).permute(0, 3, 1, 2)
 
 
+class DropPath(nn.Module):
+    """Stochastic depth on a residual branch (timm's ``DropPath``): drop the whole branch per
+    sample with probability ``p`` in training, scale the kept ones by 1 / (1 - p)."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x):
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+
+def _drop_rates(rate: float, n: int) -> list[float]:
+    """timm's schedule: linearly from 0 to ``rate`` over the ``n`` blocks."""
+    return [rate * i / max(n - 1, 1) for i in range(n)]
+
+
 def _mlp(dim: int, hidden: int) -> nn.Sequential:
     """timm's ``Mlp`` (fc1, act, fc2)."""
     from collections import OrderedDict
@@ -397,28 +417,29 @@ def _mlp(dim: int, hidden: int) -> nn.Sequential:
 class ConvNeXtBlock(nn.Module):
     """depthwise kxk conv, LayerNorm, Linear 4x, GELU, Linear, layer scale (1e-6), residual."""
 
-    def __init__(self, dim: int, kernel_size: int):
+    def __init__(self, dim: int, kernel_size: int, drop_path: float = 0.0):
         super().__init__()
         self.conv_dw = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = _mlp(dim, 4 * dim)
         self.gamma = nn.Parameter(torch.full((dim,), 1e-6))
+        self.drop_path = DropPath(drop_path)
 
     def forward(self, x):
         y = self.conv_dw(x).permute(0, 2, 3, 1)
         y = self.mlp(self.norm(y)) * self.gamma
-        return x + y.permute(0, 3, 1, 2)
+        return x + self.drop_path(y.permute(0, 3, 1, 2))
 
 
 class ConvNeXtStage(nn.Module):
-    def __init__(self, in_dim: int, dim: int, depth: int, kernel_size: int, stride: int):
+    def __init__(self, in_dim: int, dim: int, kernel_size: int, stride: int, drop_paths):
         super().__init__()
         self.downsample = (
             nn.Sequential(LayerNorm2d(in_dim, eps=1e-6), nn.Conv2d(in_dim, dim, stride, stride))
             if stride > 1 or in_dim != dim
             else nn.Identity()
         )
-        self.blocks = nn.Sequential(*(ConvNeXtBlock(dim, kernel_size) for _ in range(depth)))
+        self.blocks = nn.Sequential(*(ConvNeXtBlock(dim, kernel_size, p) for p in drop_paths))
 
     def forward(self, x):
         return self.blocks(self.downsample(x))
@@ -429,7 +450,7 @@ class ConvNeXt(_TimmLike):
 
     classifier_name = "head.fc"
 
-    def __init__(self, num_classes, depths, dims, patch_size, kernel_size):
+    def __init__(self, num_classes, depths, dims, patch_size, kernel_size, drop_path_rate=0.0):
         super().__init__()
         self.stem = nn.Sequential(
             nn.Conv2d(3, dims[0], patch_size, patch_size), LayerNorm2d(dims[0], eps=1e-6)
@@ -437,10 +458,13 @@ class ConvNeXt(_TimmLike):
         # as timm for patch_size < 4: stage 0 gets its own 2x downsample
         strides = [2 if patch_size < 4 else 1] + [2] * (len(dims) - 1)
         in_dims = [dims[0], *dims[:-1]]
+        rates = _drop_rates(drop_path_rate, sum(depths))
+        ends = [sum(depths[: i + 1]) for i in range(len(depths))]
+        per_stage = [rates[e - n : e] for e, n in zip(ends, depths)]
         self.stages = nn.Sequential(
             *(
-                ConvNeXtStage(i, d, n, kernel_size, s)
-                for i, d, n, s in zip(in_dims, dims, depths, strides)
+                ConvNeXtStage(i, d, kernel_size, s, p)
+                for i, d, s, p in zip(in_dims, dims, strides, per_stage)
             )
         )
         self.num_features = dims[-1]
@@ -473,12 +497,15 @@ def mini_convnext(
     dims: tuple[int, ...] = (16, 32, 64, 128),
     patch_size: int = 2,
     kernel_sizes: int = 3,
+    drop_path_rate: float = 0.0,
 ) -> nn.Module:
     """Small ConvNeXt: 2x2 patchify stem, then (as timm for patches < 4) stage 0 gets its own 2x
     downsample, so stages run at 8/4/2/1 on 32x32 inputs (5 downsample layers, 5 blocks with
     depths (1,1,2,1)), dims 16..128, 3x3 depthwise kernels (7x7 is larger than the late maps).
     """
-    return ConvNeXt(num_classes, tuple(depths), tuple(dims), patch_size, kernel_sizes)
+    return ConvNeXt(
+        num_classes, tuple(depths), tuple(dims), patch_size, kernel_sizes, drop_path_rate
+    )
 
 
 class Attention(nn.Module):
@@ -498,16 +525,17 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block (timm's ``Block``: norm1, attn, norm2, mlp.fc1/fc2)."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, drop_path: float = 0.0):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = _mlp(dim, int(dim * mlp_ratio))
+        self.drop_path = DropPath(drop_path)
 
     def forward(self, x):
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 class VisionTransformer(_TimmLike):
@@ -516,7 +544,10 @@ class VisionTransformer(_TimmLike):
 
     classifier_name = "head"
 
-    def __init__(self, num_classes, img_size, patch_size, embed_dim, depth, num_heads, mlp_ratio):
+    def __init__(
+        self, num_classes, img_size, patch_size, embed_dim, depth, num_heads, mlp_ratio,
+        drop_path_rate=0.0,
+    ):  # fmt: skip
         super().__init__()
         if img_size % patch_size:
             raise ConfigError(f"mini_vit img_size={img_size} is not a multiple of {patch_size}")
@@ -525,7 +556,9 @@ class VisionTransformer(_TimmLike):
         tokens = (img_size // patch_size) ** 2 + 1
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.randn(1, tokens, embed_dim) * 0.02)
-        self.blocks = nn.Sequential(*(Block(embed_dim, num_heads, mlp_ratio) for _ in range(depth)))
+        self.blocks = nn.Sequential(
+            *(Block(embed_dim, num_heads, mlp_ratio, p) for p in _drop_rates(drop_path_rate, depth))
+        )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.num_features = embed_dim
         self.num_classes = num_classes
@@ -559,11 +592,12 @@ def mini_vit(
     depth: int = 4,
     num_heads: int = 3,
     mlp_ratio: float = 2.0,
+    drop_path_rate: float = 0.0,
 ) -> nn.Module:
     """Small ViT for 32x32 inputs: 8x8 patches (16 tokens + class token), width 48, 4 blocks,
     3 heads, MLP ratio 2 (width 64 costs ~1.7x the step time)."""
     return VisionTransformer(
-        num_classes, img_size, patch_size, embed_dim, depth, num_heads, mlp_ratio
+        num_classes, img_size, patch_size, embed_dim, depth, num_heads, mlp_ratio, drop_path_rate
     )
 
 
