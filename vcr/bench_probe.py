@@ -35,17 +35,23 @@ average at the start is printed), the CPU-time ratio much less.
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import os
-import platform
-import time
 
-import numpy as np
-import torch
+# Before torch (and sklearn's OpenMP) load libgomp: its default spin-wait makes a 2-thread torch
+# process ~8x slower when other processes load the 2 cores (measured: the probe sweep 39-47 s vs
+# 5.6 s at load average 5); passive waiting leaves an unloaded run as fast. Applies to both sides.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from vcr import io
-from vcr.probe import (
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import platform  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from vcr import io  # noqa: E402
+from vcr.probe import (  # noqa: E402
     LbfgsConfig,
     _PathSelection,
     accuracy,
@@ -217,12 +223,16 @@ def main(argv=None) -> dict:
             "machine": platform.processor() or platform.machine(),
             "torch": torch.__version__,
             "loadavg_1min_at_start": load,
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
         },
         **runs,
         "sklearn": {},
     }
     if load is not None:
-        print(f"1-min load average at start: {load:.2f} on {os.cpu_count()} CPUs")
+        print(
+            f"1-min load average at start: {load:.2f} on {os.cpu_count()} CPUs; "
+            f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
+        )
     for name, r in runs.items():
         print(
             f"{name} ({r['device']}, float32, path_patience={r['path_patience']}, "
