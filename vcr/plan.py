@@ -943,7 +943,9 @@ def _per_job_resources(per_job: dict[str, dict], key_of) -> dict[str, Any]:
         if len(values) == 1 and first is not None:
             out[n] = first
         else:
-            out[n] = fast_signature(lambda wildcards, n=n: per_job.get(key_of(wildcards), {}).get(n))
+            out[n] = fast_signature(
+                lambda wildcards, n=n: per_job.get(key_of(wildcards), {}).get(n)
+            )
     return out
 
 
