@@ -570,3 +570,21 @@ def test_recipe_without_augmentation_trains_on_the_eval_transform():
     recipe = get_recipe("resnet32_lt", train_transform="none")
     assert train_kind(recipe, "supervised", 32) == "eval"
     assert train_kind(get_recipe("resnet32_lt"), "supervised", 32) == "train_cifar"
+
+
+def test_channels_last_on_cpu_is_opt_in_and_numerically_equivalent():
+    from vcr.models import create_model
+    from vcr.recipes import get_recipe
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    recipe = get_recipe("resnet32_lt")
+    assert not vt._use_channels_last(cpu, recipe)  # default: NCHW on CPU (bits as before)
+    assert vt._use_channels_last(cuda, recipe) == recipe.channels_last
+    assert vt._use_channels_last(cpu, get_recipe("resnet32_lt", channels_last_cpu=True))
+    torch.manual_seed(0)
+    model = create_model("mini_resnet", num_classes=4)
+    x = torch.randn(8, 3, 32, 32)
+    ref = model(x)
+    nhwc = model.to(memory_format=torch.channels_last)
+    out = nhwc(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)

@@ -1090,7 +1090,13 @@ def _autocast(ctx: RunContext):
 
 
 def _channels_last(ctx: RunContext) -> bool:
-    return ctx.device.type == "cuda" and ctx.recipe.channels_last
+    return _use_channels_last(ctx.device, ctx.recipe)
+
+
+def _use_channels_last(device: torch.device, recipe: Recipe) -> bool:
+    if device.type == "cuda":
+        return recipe.channels_last
+    return device.type == "cpu" and recipe.channels_last_cpu
 
 
 def _to_device(images, ctx: RunContext):
@@ -1256,7 +1262,7 @@ def _run(spec, recipe, run_dir, dev, info, manifest, init_weights, data, model_f
     if init_weights is not None:
         load_torchvision_weights(vcr_target(model), init_weights, spec.arch)
     model.to(dev)
-    if dev.type == "cuda" and recipe.channels_last:
+    if _use_channels_last(dev, recipe):
         model = model.to(memory_format=torch.channels_last)
     if import_only:
         return _finish(spec, recipe, run_dir, info, model, None, None, t_start, epochs_done=0)
