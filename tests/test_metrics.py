@@ -11,7 +11,6 @@ from vcr.errors import ConfigError
 from vcr.metrics import (
     cdnv,
     class_means,
-    classifier_record,
     mine_config,
     mine_mi_bits,
     ncc_accuracy,
@@ -19,7 +18,7 @@ from vcr.metrics import (
     ncc_predict,
     pool_images,
 )
-from vcr.records import RunSpec
+from vcr.records import RunSpec, classifier_record
 
 
 @pytest.fixture(autouse=True)

@@ -26,9 +26,7 @@ from typing import Any
 import torch
 
 from vcr.errors import ConfigError
-
-# classifier_record lives in vcr.records: without torch its CLI is a 0.3 s process, not 3 s
-from vcr.records import _run_params_and_final, classifier_record  # noqa: F401
+from vcr.records import run_params_and_final
 
 
 def _f64(X) -> torch.Tensor:
@@ -325,7 +323,7 @@ def collapse_records(run_dir, manifest, *, feature_cache=None, sets=None, device
             f"manifest {manifest} is missing: run workflow_scripts/prepare_data.py for the "
             "run's dataset first"
         )
-    params, final = _run_params_and_final(run_dir)
+    params, final = run_params_and_final(run_dir)
     target = com["target"] or params["target"]
     info = dataset_info(manifest, target)
     name = info["name"]
