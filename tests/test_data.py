@@ -282,10 +282,40 @@ def test_mini_labels_are_the_factors_and_independent(mini_dir):
     col = {k: f[:, i] for i, k in enumerate(names)}
     assert (np.asarray(raw["coarse_labels"]) == col["shape"]).all()
     assert (np.asarray(raw["fine_labels"]) == col["shape"] * 4 + col["style"]).all()
-    for t in ("color", "texture", "size", "position", "background", "orientation"):
+    for t in ("color", "position", "background"):
         # every value of the probe factor appears under every sub-class: not determined by it
         pairs = {(a, b) for a, b in zip(raw["fine_labels"], col[t])}
         assert len(pairs) == 16 * len(mini.FACTORS[t]), t
+    # size, texture and orientation are held fixed in the pretraining images (OBJECTS_FIXED) ...
+    fixed = mini.parse_fixed(mini.OBJECTS_FIXED)
+    assert set(fixed) == {"size", "texture", "orientation"}
+    for t, v in fixed.items():
+        assert (col[t] == v).all(), t
+    assert base.read_manifest(mini_dir / "mini_objects")["checks"]["fixed_factors"] == {
+        "size": "large",
+        "texture": "plain",
+        "orientation": "0deg",
+    }
+    # ... and vary in their probe tasks
+    for t in fixed:
+        probe = cifar.unpickle(mini_dir / f"mini_{t}" / f"mini-{t}-python" / "train")
+        assert sorted(set(probe["fine_labels"])) == list(range(len(mini.FACTORS[t]))), t
+
+
+def test_mini_fixed_factors_option_draws_the_same_rest():
+    """fixed_factors="" varies every factor; fixing some changes only those columns."""
+    all_vary = mini.sample_factors(64, "objects", np.random.default_rng(0))
+    fixed = mini.sample_factors(
+        64, "objects", np.random.default_rng(0), mini.parse_fixed("size=small")
+    )
+    i = mini.FACTOR_NAMES.index("size")
+    assert (fixed[:, i] == 0).all() and len(set(all_vary[:, i])) == 3
+    assert (np.delete(fixed, i, axis=1) == np.delete(all_vary, i, axis=1)).all()
+    assert mini.parse_fixed("") == {}
+    with pytest.raises(ConfigError, match="fixed_factors"):
+        mini.parse_fixed("size=huge")
+    with pytest.raises(ConfigError, match="label"):
+        mini.parse_fixed("shape=square")
 
 
 def test_mini_loads_fast_from_memory(mini_dir):

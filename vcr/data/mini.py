@@ -25,6 +25,15 @@ count          1 object (2-3 small copies only in mini_count)   mini_count (3)
 
 The pretraining labels (shape, and shape x style) determine none of the probe factors, so a
 probe on them measures what the representation kept beyond the pretraining task.
+
+The pretraining images (``mini_objects*``) hold size, texture and orientation fixed
+(``OBJECTS_FIXED``; colour, background, position and style still vary): with every factor
+varying, the mini models stayed at chance on the shapes after 3 CPU epochs (ResNet 34 %,
+ConvNeXt 28 % on 4 shapes; small rotated objects are a few pixels at the 8x8 first stage),
+while with these three fixed they reach 65 % / 76 % in the same 3 epochs, so the mini
+Table 2/3 measure a learned representation. The size, texture and orientation probes then
+ask about variation the pretraining never showed, like a transfer dataset. The dataset
+option ``fixed_factors`` ("" = every factor varies) brings the old data back.
 Orientations stay below 90 degrees and no shape is a circle, so every orientation is visible.
 """
 
@@ -38,6 +47,7 @@ import numpy as np
 
 from vcr import io
 from vcr.data import base, cifar
+from vcr.errors import ConfigError
 
 SIDE = 32
 SUPERSAMPLE = 2  # render at 64x64 and average 2x2 blocks: cheap anti-aliasing
@@ -70,6 +80,8 @@ ANGLES = (0.0, 22.5, 45.0, 67.5)
 # sizes: pool train (val is held out of it) / test
 OBJECT_POOL = (5000, 1000)  # 312-313 per sub-class -> 4000 train / 1000 val / 1000 test
 PROBE_POOL = (800, 600)  # -> 600 train / 200 val / 600 test
+# Factors held fixed in the pretraining images (see the module docstring for why)
+OBJECTS_FIXED = "size=large texture=plain orientation=0deg"
 PROBE_TASKS = ("color", "texture", "size", "position", "count", "background", "orientation")
 
 _coords = (np.arange(SIDE * SUPERSAMPLE) + 0.5) / SUPERSAMPLE
@@ -173,13 +185,33 @@ def _task_seed(seed: int, task: str, part: str) -> list[int]:
     return [int(seed), zlib.crc32(task.encode()), zlib.crc32(part.encode())]
 
 
-def sample_factors(n: int, task: str, rng) -> np.ndarray:
-    """(n, len(FACTORS)) factor indices; the task's label factor is exactly balanced."""
+def parse_fixed(text: str) -> dict[str, int]:
+    """``"size=large texture=plain"`` -> {factor: value index}; "" -> {} (all vary)."""
+    fixed = {}
+    for item in str(text or "").replace(",", " ").split():
+        name, _, value = item.partition("=")
+        if name not in FACTORS or value not in FACTORS[name]:
+            raise ConfigError(
+                f"fixed_factors: {item!r} is not factor=value with a factor of "
+                f"{FACTOR_NAMES} and one of its values"
+            )
+        if name in ("shape", "style", "count"):
+            raise ConfigError(f"fixed_factors: {name} is a label of mini_objects; it must vary")
+        fixed[name] = FACTORS[name].index(value)
+    return fixed
+
+
+def sample_factors(n: int, task: str, rng, fixed: dict[str, int] | None = None) -> np.ndarray:
+    """(n, len(FACTORS)) factor indices; the task's label factor is exactly balanced.
+    ``fixed`` (objects only) sets factors to one value after every draw, so the other factors
+    and the jitters are the same draws whatever is fixed."""
     cols = {k: rng.integers(0, len(v), size=n) for k, v in FACTORS.items()}
     cols["count"][:] = 0
     if task == "objects":
         sub = rng.permutation(np.arange(n) % 16)
         cols["shape"], cols["style"] = sub // 4, sub % 4
+        for name, value in (fixed or {}).items():
+            cols[name][:] = value
     else:
         cols[task] = rng.permutation(np.arange(n) % len(FACTORS[task]))
         if task == "count":
@@ -187,9 +219,11 @@ def sample_factors(n: int, task: str, rng) -> np.ndarray:
     return np.stack([cols[k] for k in FACTOR_NAMES], axis=1)
 
 
-def generate_images(n: int, task: str, seed: int, part: str, chunk: int = 256):
+def generate_images(
+    n: int, task: str, seed: int, part: str, chunk: int = 256, fixed: dict[str, int] | None = None
+):
     rng = np.random.default_rng(_task_seed(seed, task, part))
-    factors = sample_factors(n, task, rng)
+    factors = sample_factors(n, task, rng, fixed)
     images = np.concatenate([render_batch(factors[i : i + chunk], rng) for i in range(0, n, chunk)])
     return images, factors
 
@@ -243,11 +277,11 @@ def write_cifar_style(
         io.write_bytes(folder / "meta", data)
 
 
-def _generate_objects_like(out_dir: Path, task: str, seed: int, pool) -> Path:
+def _generate_objects_like(out_dir: Path, task: str, seed: int, pool, fixed=None) -> Path:
     folder = out_dir / f"mini-{task}-python"
     parts = {}
     for part, n in zip(("train", "test"), pool):
-        images, factors = generate_images(n, task, seed, part)
+        images, factors = generate_images(n, task, seed, part, fixed=fixed)
         fine, coarse = labels_for(task, factors)
         parts[part] = (images, fine, coarse, factors)
     fine_names, coarse_names = class_names(task)
@@ -300,12 +334,14 @@ def _generate_digits(out_dir: Path, seed: int, test_fraction: float) -> Path:
 def _prepare_mini(spec, *, data_root, out_dir, seed, allow_download, opts):
     name = spec.name
     task = "objects" if name.startswith("mini_objects") else name.removeprefix("mini_")
+    fixed: dict[str, int] = {}
     if name == "digits":
         folder = _generate_digits(out_dir, seed, float(opts.get("test_fraction", 0.334)))
     else:
         pool = OBJECT_POOL if task == "objects" else PROBE_POOL
         pool = (int(opts.get("n_train_pool", pool[0])), int(opts.get("n_test", pool[1])))
-        folder = _generate_objects_like(out_dir, task, seed, pool)
+        fixed = parse_fixed(opts.get("fixed_factors", OBJECTS_FIXED)) if task == "objects" else {}
+        folder = _generate_objects_like(out_dir, task, seed, pool, fixed)
     # From here on: exactly the CIFAR reading code, on the files just written.
     keys = ("fine_labels", "coarse_labels")
     tr = cifar._read_batch(spec, folder / "train", keys)
@@ -328,6 +364,8 @@ def _prepare_mini(spec, *, data_root, out_dir, seed, allow_download, opts):
 
     fine_tr = tr["fine_labels"]
     checks = {"generated": True, "format": "cifar-100 python pickles"}
+    if hierarchical:
+        checks["fixed_factors"] = {k: FACTORS[k][v] for k, v in fixed.items()}
     if name == "mini_objects_lt":
         v = int(opts.get("lt_val_per_class", 50))
         train_rows, val_rows, counts = cifar.long_tail_split(
