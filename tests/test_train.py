@@ -416,14 +416,22 @@ def test_array_batches_equal_the_torchvision_transforms(mini_manifest):
     mean = torch.tensor(info["mean"]).view(3, 1, 1)
     std = torch.tensor(info["std"]).view(3, 1, 1)
     ev = build_transform("eval", image_size=32, mean=info["mean"], std=info["std"])
-    x, y = next(iter(vt.ArrayBatches(ds, [list(range(6))], info["mean"], info["std"], train=False)))
+    x, y = next(
+        iter(vt.ArrayBatches(ds, [list(range(6))], info["mean"], info["std"], transform="eval"))
+    )
     assert torch.allclose(x, torch.stack([ev(ds[i][0]) for i in range(6)]), atol=1e-6)
     assert y.tolist() == [ds[i][1] for i in range(6)]
+    with pytest.raises(ValueError, match="transform"):
+        vt.ArrayBatches(ds, [], info["mean"], info["std"], transform="train")
     keys = [(2, i) for i in range(16)]
-    tr = vt.ArrayBatches(ds, [keys], info["mean"], info["std"], train=True, seed=5)
+    tr = vt.ArrayBatches(ds, [keys], info["mean"], info["std"], transform="train_cifar", seed=5)
     x1, _ = next(iter(tr))
     x2, _ = next(
-        iter(vt.ArrayBatches(ds, [keys[8:]], info["mean"], info["std"], train=True, seed=5))
+        iter(
+            vt.ArrayBatches(
+                ds, [keys[8:]], info["mean"], info["std"], transform="train_cifar", seed=5
+            )
+        )
     )
     assert torch.equal(x1[8:], x2)  # per-sample: independent of the batch it is in
     padded = F.pad(torch.from_numpy(ds.images[:16]).permute(0, 3, 1, 2).float() / 255, (4, 4, 4, 4))
@@ -461,7 +469,7 @@ def test_array_batches_ssl_views_are_seeded_two_view_augmentations(mini_manifest
     keys = [(1, i) for i in range(32)]
 
     def views(seed, batch=keys):
-        ab = vt.ArrayBatches(ds, [batch], info["mean"], info["std"], train="ssl", seed=seed)
+        ab = vt.ArrayBatches(ds, [batch], info["mean"], info["std"], transform="ssl", seed=seed)
         return next(iter(ab))
 
     (v1, v2), y = views(3)

@@ -382,10 +382,13 @@ class ArrayBatches:
 
     PAD = 4
 
-    def __init__(self, ds, batches, mean, std, *, train: bool | str, seed: int = 0):
+    TRANSFORMS = ("train_cifar", "eval", "ssl")  # "ssl": two views of ssl_views()
+
+    def __init__(self, ds, batches, mean, std, *, transform: str, seed: int = 0):
+        if transform not in self.TRANSFORMS:
+            raise ValueError(f"ArrayBatches transform={transform!r}: one of {self.TRANSFORMS}")
         self.images, self.targets = ds.images, torch.as_tensor(np.asarray(ds.targets))
-        # train: True = train_cifar, False = eval, "ssl" = two views of ssl_views()
-        self.batches, self.train, self.seed = batches, train, seed
+        self.batches, self.transform, self.seed = batches, transform, seed
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
 
@@ -399,7 +402,7 @@ class ArrayBatches:
             else:
                 epoch, idx = 0, np.asarray(keys, dtype=np.int64)
             x = torch.from_numpy(self.images[idx]).permute(0, 3, 1, 2).float().div_(255)
-            if self.train == "ssl":
+            if self.transform == "ssl":
                 g = torch.Generator().manual_seed(
                     int(_mix64(np.uint64(self.seed * 1_000_003 + epoch) ^ _mix64(idx[0])))
                     & (2**63 - 1)
@@ -407,7 +410,7 @@ class ArrayBatches:
                 views = [ssl_views(x, g) for _ in range(2)]
                 yield [(v - self.mean) / self.std for v in views], self.targets[idx]
                 continue
-            if self.train:
+            if self.transform == "train_cifar":
                 x = self._crop_flip(x, epoch, idx)
             yield (x - self.mean) / self.std, self.targets[idx]
 
@@ -604,7 +607,7 @@ def build_loaders(ctx: RunContext, bundle: DataBundle, train_tf, eval_tf):
             sampler,
             bundle.mean,
             bundle.std,
-            train="ssl" if ssl_native else bundle.train_kind == "train_cifar",
+            transform=bundle.train_kind,  # train_cifar, eval (no augmentation) or ssl
             seed=ctx.spec.seed,
         )
     else:
@@ -623,7 +626,7 @@ def build_loaders(ctx: RunContext, bundle: DataBundle, train_tf, eval_tf):
                 [idx[i : i + eval_bs] for i in range(0, len(idx), eval_bs)],
                 bundle.mean,
                 bundle.std,
-                train=False,
+                transform="eval",
             )
             continue
         eval_loaders[split] = torch.utils.data.DataLoader(
