@@ -316,6 +316,8 @@ def test_mini_fixed_factors_option_draws_the_same_rest():
         mini.parse_fixed("size=huge")
     with pytest.raises(ConfigError, match="label"):
         mini.parse_fixed("shape=square")
+    with pytest.raises(ConfigError, match="count is always one"):
+        mini.parse_fixed("count=two")
 
 
 def test_mini_loads_fast_from_memory(mini_dir):

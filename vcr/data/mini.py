@@ -26,6 +26,8 @@ count          1 object (2-3 small copies only in mini_count)   mini_count (3)
 The pretraining labels (shape, and shape x style) determine none of the probe factors, so a
 probe on them measures what the representation kept beyond the pretraining task.
 
+Orientations stay below 90 degrees and no shape is a circle, so every orientation is visible.
+
 The pretraining images (``mini_objects*``) hold size, texture and orientation fixed
 (``OBJECTS_FIXED``; colour, background, position and style still vary): with every factor
 varying, the mini models stayed at chance on the shapes after 3 CPU epochs (ResNet 34 %,
@@ -34,7 +36,6 @@ while with these three fixed they reach 65 % / 76 % in the same 3 epochs, so the
 Table 2/3 measure a learned representation. The size, texture and orientation probes then
 ask about variation the pretraining never showed, like a transfer dataset. The dataset
 option ``fixed_factors`` ("" = every factor varies) brings the old data back.
-Orientations stay below 90 degrees and no shape is a circle, so every orientation is visible.
 """
 
 from __future__ import annotations
@@ -195,8 +196,10 @@ def parse_fixed(text: str) -> dict[str, int]:
                 f"fixed_factors: {item!r} is not factor=value with a factor of "
                 f"{FACTOR_NAMES} and one of its values"
             )
-        if name in ("shape", "style", "count"):
+        if name in ("shape", "style"):
             raise ConfigError(f"fixed_factors: {name} is a label of mini_objects; it must vary")
+        if name == "count":
+            raise ConfigError("fixed_factors: count is always one object in mini_objects")
         fixed[name] = FACTORS[name].index(value)
     return fixed
 
