@@ -5,12 +5,15 @@
     snakemake --profile slurm                   # paper scale on a SLURM cluster
     snakemake --report results/report.html      # HTML report of the tables and Fig. 2
 
-This file only reads the config, validates it and asks vcr.plan (which holds all the logic,
-unit-tested) for the jobs; the rules in rules/*.smk call the CLIs in workflow_scripts/.
+This file reads the config, validates it and asks vcr.plan for the jobs; the paper's design
+(what each table trains and measures) is vcr/design.yaml. rules/common.smk holds the named
+input/params functions (lookups into the plan), rules/*.smk one rule per step, each calling a
+thin CLI in workflow_scripts/.
 """
 
 from snakemake.utils import min_version, validate
 
+from vcr import names
 from vcr import plan as vcr_plan
 
 min_version("9.0")
@@ -20,10 +23,11 @@ configfile: "config.yaml"
 
 
 validate(config, "config.schema.yaml")
-# Every job imports vcr from this checkout (also on cluster nodes and in --use-conda envs).
+# Every job imports vcr from this checkout (also on cluster nodes and in --use-conda envs). The
+# thread variables need no prefix: Snakemake's shell() sets OMP_NUM_THREADS, MKL_NUM_THREADS,
+# OPENBLAS_NUM_THREADS, ... to each rule's `threads:` for every job.
 shell.prefix(f"export PYTHONPATH='{workflow.basedir}'${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 PLAN = vcr_plan.build_plan(config)
-F = vcr_plan.fast_signature  # wraps every input/params function (dry-run speed, see there)
 SCALE = PLAN.scale
 WORK = PLAN.work
 
@@ -33,15 +37,15 @@ wildcard_constraints:
     # a run folder below work/<scale>/runs/: RunSpec.relpath() (7 levels)
     run=r"[A-Za-z0-9_.+-]+(/[A-Za-z0-9_.+-]+){6}",
     dataset=r"[a-z0-9_]+",
-    table=r"table[1-6]",
-    protocol=r"lbfgs|sgd|adamw|finetune",
+    table=names.regex(names.TABLES),
+    protocol=names.regex(names.PROBE_PROTOCOLS),
     evalname=r"[A-Za-z0-9_.+]+",
-    method=r"none|l2|dropout|batchnorm|sd|vcr",
+    method=names.regex(names.TWO_MOONS_METHODS),
 
 
+include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/pretrain.smk"
-include: "rules/ssl.smk"
 include: "rules/probe.smk"
 include: "rules/analysis.smk"
 include: "rules/tables.smk"
@@ -54,7 +58,7 @@ rule all:
 
 
 # One named target per table and figure; each depends only on what that table needs.
-for _target in vcr_plan.TARGETS:
+for _target in names.TARGETS:
 
     rule:
         name:

@@ -6,7 +6,7 @@ rule collapse:
     input:
         backbone=f"{WORK}/runs/{{run}}/backbone.pt",
         final=f"{WORK}/runs/{{run}}/final.json",
-        manifest=F(lambda wc: PLAN.eval_job(f"{WORK}/runs/{wc.run}/eval/collapse/cdnv.json").manifests),
+        manifest=collapse_manifest,
     output:
         cdnv=f"{WORK}/runs/{{run}}/eval/collapse/cdnv.json",
         ncc=f"{WORK}/runs/{{run}}/eval/collapse/ncc.json",
@@ -16,17 +16,17 @@ rule collapse:
     log:
         f"{WORK}/logs/collapse/{{run}}.log",
     params:
-        sets=F(lambda wc, output: PLAN.eval_set_args(output.cdnv)),
-        cache=F(lambda wc: f"{WORK}/features/{wc.run}"),
+        settings=collapse_settings,
+        cache=feature_cache,
     threads: 1
     conda:
         "../envs/vcr.yaml"
     resources:
-        **PLAN.rule_resources("collapse"),
+        **job_resources("collapse"),
     shell:
-        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} python workflow_scripts/collapse_metrics.py --run $(dirname {input.backbone})"
-        " --manifest {input.manifest} --out-dir $(dirname {output.cdnv}) {params.sets}"
-        " --feature-cache {params.cache} --threads {threads}"
+        "python workflow_scripts/collapse_metrics.py --run $(dirname {input.backbone})"
+        " --manifest {input.manifest} --out-dir $(dirname {output.cdnv})"
+        " --set {params.settings:q} --feature-cache {params.cache} --threads {threads}"
         " > {log} 2>&1"
 
 
@@ -38,12 +38,13 @@ rule two_moons:
     log:
         f"{WORK}/logs/two_moons/{{method}}.log",
     params:
-        args=PLAN.two_moons_args(),
+        seeds=PLAN.two_moons_seeds(),
+        settings=PLAN.two_moons_sets(),
     threads: 1
     conda:
         "../envs/vcr.yaml"
     resources:
-        **PLAN.rule_resources("two_moons"),
+        **job_resources("two_moons"),
     shell:
-        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} python workflow_scripts/two_moons.py --method {wildcards.method} {params.args}"
-        " --out {output} --threads {threads} > {log} 2>&1"
+        "python workflow_scripts/two_moons.py --method {wildcards.method} --seeds {params.seeds}"
+        " --set {params.settings:q} --out {output} --threads {threads} > {log} 2>&1"

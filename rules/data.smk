@@ -15,7 +15,7 @@ rule prepare_data:
     conda:
         "../envs/vcr.yaml"
     resources:
-        **PLAN.rule_resources("prepare_data"),
+        **job_resources("prepare_data"),
     shell:
-        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} python workflow_scripts/prepare_data.py --dataset {wildcards.dataset}"
+        "python workflow_scripts/prepare_data.py --dataset {wildcards.dataset}"
         " --data-root {params.data_root} --out $(dirname {output}) > {log} 2>&1"

@@ -1,4 +1,7 @@
-# Stage 2: supervised pretraining, one job per RunSpec (run folder = RunSpec.relpath()).
+# Stage 2: pretraining, one job per RunSpec (run folder = RunSpec.relpath()): supervised,
+# superclass and long-tail runs, SimCLR/VICReg (Table 4), and the Table 1 baselines imported from
+# torchvision's released weights at paper scale (pretrain.py --init-weights FILE --set epochs=0;
+# the file is checked by the trainer at run time, so a dry run works without it).
 # The trainer resumes from checkpoint.pt (not a declared output, so Snakemake keeps it across
 # failures); a SLURM retry or a rerun continues where the last attempt stopped. backbone.pt is
 # written last, only on success.
@@ -6,7 +9,7 @@
 
 rule pretrain:
     input:
-        manifest=F(lambda wc: PLAN.pretrain_job(wc.run).manifest),
+        manifest=pretrain_manifest,
     output:
         backbone=f"{WORK}/runs/{{run}}/backbone.pt",
         final=f"{WORK}/runs/{{run}}/final.json",
@@ -14,46 +17,22 @@ rule pretrain:
         f"{WORK}/benchmarks/pretrain/{{run}}.tsv"
     log:
         f"{WORK}/logs/pretrain/{{run}}.log",
-    wildcard_constraints:
-        run=r"supervised/[^/]+(/[^/]+){5}",
     params:
-        args=F(lambda wc: PLAN.pretrain_args(wc.run)),
-        launch=F(lambda wc: PLAN.launcher(PLAN.pretrain_resources(wc.run))),
+        launch=pretrain_launcher,
+        run=pretrain_spec,
+        init_weights=pretrain_init_weights,
+        recipe_overrides=pretrain_overrides,
     threads: 1
     conda:
         "../envs/vcr.yaml"
     resources:
-        **PLAN.rule_resources("pretrain"),
+        **job_resources("pretrain"),
     shell:
-        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.launch} workflow_scripts/pretrain.py --out $(dirname {output.backbone})"
-        " {params.args} --threads {threads} >> {log} 2>&1"
-
-
-# Table 1 baselines at paper scale: the released torchvision weights, imported into a run folder
-# (pretrain.py --init-weights FILE --set epochs=0) so they are probed like any other run. The
-# weights file is checked by the trainer at run time, so a dry run works without it.
-rule import_weights:
-    input:
-        manifest=F(lambda wc: PLAN.pretrain_job(wc.run).manifest),
-    output:
-        backbone=f"{WORK}/runs/{{run}}/backbone.pt",
-        final=f"{WORK}/runs/{{run}}/final.json",
-    benchmark:
-        f"{WORK}/benchmarks/pretrain/{{run}}.tsv"
-    log:
-        f"{WORK}/logs/pretrain/{{run}}.log",
-    wildcard_constraints:
-        run=PLAN.imported_runs_regex(),
-    params:
-        args=F(lambda wc: PLAN.pretrain_args(wc.run)),
-    threads: 1
-    conda:
-        "../envs/vcr.yaml"
-    resources:
-        **PLAN.rule_resources("import_weights"),
-    shell:
-        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} python workflow_scripts/pretrain.py --out $(dirname {output.backbone})"
-        " {params.args} --threads {threads} >> {log} 2>&1"
-
-
-ruleorder: import_weights > pretrain
+        "{params.launch} workflow_scripts/pretrain.py --out $(dirname {output.backbone})"
+        " --scale {params.run.scale} --method {params.run.method} --arch {params.run.arch}"
+        " --dataset {params.run.dataset} --target {params.run.target}"
+        " --recipe {params.run.recipe} --placement {params.run.placement}"
+        " --alpha {params.run.alpha} --beta {params.run.beta} --lr {params.run.lr}"
+        " --seed {params.run.seed} --cov-scale {params.run.cov_scale} --delta {params.run.delta}"
+        " --manifest {input.manifest} --init-weights={params.init_weights:q}"
+        " --set {params.recipe_overrides:q} --threads {threads} >> {log} 2>&1"

@@ -1,13 +1,13 @@
 # Stage 3: evaluation of a pretrained backbone. One job per (run, protocol, group of eval
-# datasets): per dataset at paper scale, all stand-ins of a run in one process at mini scale
-# (config probe_grouping). Records: work/<scale>/runs/<run>/eval/<protocol>-<datasets>.json.
-# Features are cached per run under work/<scale>/features/<run>/.
+# datasets): per dataset or all of a run's datasets of one protocol in one process (config
+# probe_grouping). Records: work/<scale>/runs/<run>/eval/<protocol>-<datasets>.json. Features
+# are cached per run under work/<scale>/features/<run>/.
 
 
 rule probe:
     input:
         backbone=f"{WORK}/runs/{{run}}/backbone.pt",
-        manifests=F(lambda wc: PLAN.probe_manifests(WORK, wc.run, wc.protocol, wc.evalname)),
+        manifests=probe_manifests,
     output:
         f"{WORK}/runs/{{run}}/eval/{{protocol}}-{{evalname}}.json",
     benchmark:
@@ -15,15 +15,18 @@ rule probe:
     log:
         f"{WORK}/logs/probe/{{run}}/{{protocol}}-{{evalname}}.log",
     params:
-        args=F(lambda wc, output: PLAN.probe_args(output[0])),
-        cache=F(lambda wc: f"{WORK}/features/{wc.run}"),
+        datasets=probe_datasets,
+        settings=probe_settings,
+        cache=feature_cache,
     threads: 1
     conda:
         "../envs/vcr.yaml"
     resources:
-        **PLAN.rule_resources("probe"),
+        **job_resources("probe"),
     shell:
-        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} python workflow_scripts/probe.py --run $(dirname {input.backbone}) {params.args}"
+        "python workflow_scripts/probe.py --run $(dirname {input.backbone})"
+        " --protocol {wildcards.protocol} --eval-dataset {params.datasets}"
+        " --manifest {input.manifests} --set {params.settings:q}"
         " --feature-cache {params.cache} --out {output} --threads {threads} > {log} 2>&1"
 
 
@@ -38,12 +41,12 @@ rule classifier_metric:
     log:
         f"{WORK}/logs/classifier_metric/{{run}}/{{evalname}}.log",
     params:
-        dataset=F(lambda wc, output: PLAN.eval_dataset(output[0])),
+        dataset=classifier_dataset,
     threads: 1
     conda:
         "../envs/vcr.yaml"
     resources:
-        **PLAN.rule_resources("classifier_metric"),
+        **job_resources("classifier_metric"),
     shell:
-        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} python workflow_scripts/classifier_metric.py --run $(dirname {input.final})"
+        "python workflow_scripts/classifier_metric.py --run $(dirname {input.final})"
         " --dataset {params.dataset} --out {output} > {log} 2>&1"

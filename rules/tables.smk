@@ -1,6 +1,21 @@
 # Stage 5: the published outputs. A table spec (CONTRACT section 7, written by vcr.plan) plus the
 # metric records of that table -> results/tables/<table>.{md,tex,csv}; the two-moons files ->
 # Fig. 2. Selection of alpha/beta/lr happens inside the renderer, on validation metrics only.
+#
+# Each table's chain (what `snakemake tableN` runs; the design is vcr/design.yaml):
+#   table1  prepare_data (ImageNet, 8 transfer sets) -> pretrain (ResNet-50, ConvNeXt-T,
+#           ViT-B/32 +- VCR; baselines imported from torchvision at paper scale) -> probe (sgd:
+#           iNat18, Places205; lbfgs: the 6 others) -> table_spec -> render_table
+#   table2  prepare_data (6 superclass datasets) -> pretrain (ConvNeXt-Atto +- VCR on */super)
+#           -> probe (adamw on */sub) -> table_spec -> render_table
+#   table3  prepare_data (CIFAR-10/100-LT) -> pretrain (ResNet-32 +- VCR) -> classifier_metric
+#           (the run's own test accuracy) -> table_spec -> render_table
+#   table4  prepare_data (ImageNet, IN-1%, 8 transfer sets) -> pretrain (SimCLR, VICReg +- VCR)
+#           -> probe (finetune: IN-1%; sgd; lbfgs) -> table_spec -> render_table
+#   table5  Table 1's ConvNeXt-T runs -> collapse (CDNV, NCC, MI) -> table_spec -> render_table
+#   table6  prepare_data (ImageNet, 6 transfer sets) -> pretrain (ConvNeXt-Atto, VCR1-4) -> probe
+#           (lbfgs) -> table_spec -> render_table
+#   figure2 two_moons (6 methods) -> plot_figure2
 
 
 localrules:
@@ -14,7 +29,7 @@ rule table_spec:
         f"{WORK}/logs/table_spec/{{table}}.log",
     params:
         # the spec's content is a param, so a plan change reruns this rule (and the render)
-        spec=F(lambda wc: PLAN.tables[wc.table].spec),
+        spec=table_spec,
     run:
         PLAN.write_spec(wildcards.table, output[0], log=log[0])
 
@@ -22,7 +37,7 @@ rule table_spec:
 rule render_table:
     input:
         spec=f"{WORK}/tables/{{table}}.json",
-        records=F(lambda wc: PLAN.tables[wc.table].records),
+        records=table_records,
         # the renderer's code: a change to it reruns only the rendering jobs
         code=vcr_plan.RENDER_CODE,
     output:
@@ -44,14 +59,14 @@ rule render_table:
     log:
         f"{WORK}/logs/render_table/{{table}}.log",
     params:
-        prefix=F(lambda wc: f"{PLAN.results}/tables/{wc.table}"),
+        prefix=lambda wc: f"{PLAN.results}/tables/{wc.table}",
     threads: 1
     conda:
         "../envs/vcr.yaml"
     resources:
-        **PLAN.rule_resources("render_table"),
+        **job_resources("render_table"),
     shell:
-        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} python workflow_scripts/render_table.py --spec {input.spec} --records {input.records}"
+        "python workflow_scripts/render_table.py --spec {input.spec} --records {input.records}"
         " --out-prefix {params.prefix} > {log} 2>&1"
 
 
@@ -74,7 +89,7 @@ rule plot_figure2:
     conda:
         "../envs/vcr.yaml"
     resources:
-        **PLAN.rule_resources("plot_figure2"),
+        **job_resources("plot_figure2"),
     shell:
-        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} python workflow_scripts/figure2.py --inputs {input.runs} --out {output.fig}"
+        "python workflow_scripts/figure2.py --inputs {input.runs} --out {output.fig}"
         " --margins {output.margins} > {log} 2>&1"

@@ -104,7 +104,7 @@ def test_mini_models_are_small_and_laid_out_like_timm(name):
 
     torch.manual_seed(0)
     m = create_model(name, num_classes=7)
-    assert type(m).__module__ == "vcr.models"
+    assert type(m).__module__ == "vcr.models.mini"
     twin = _timm_twin(name)
     assert type(m).__name__ == type(twin).__name__
     assert vcr_sites(m) == vcr_sites(twin)

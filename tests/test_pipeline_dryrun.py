@@ -1,4 +1,5 @@
-"""The Snakemake DAG: `snakemake -n` job lists against vcr.plan's expected counts.
+"""The Snakemake DAG: `snakemake -n` job lists against vcr.plan and against the counts derived
+from vcr/design.yaml (tests/design_counts.py).
 
 Each dry run writes nothing outside a temporary work/results folder (config work_root /
 results_root), so the repository's own work/ state never changes the job list. Slow tests (every
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from design_counts import expected_jobs
 
 from vcr import plan as P
 
@@ -91,13 +93,13 @@ def test_a_bad_config_fails_before_any_job_naming_the_key(tmp_path):
 @pytest.mark.parametrize("scale", P.SCALES)
 def test_every_target_lists_the_planned_jobs(tmp_path, scale):
     plan = plan_for(tmp_path, scale)
+    expected = expected_jobs(scale)
     for target in P.TARGETS:
         stats = dry_run(target, tmp_path, scale)
         assert stats == {**plan.table_jobs(target), target: 1}, target
-        if scale == "paper":
-            assert plan.table_jobs(target) == P.expected_paper_jobs()[target]
+        assert plan.table_jobs(target) == expected[target], target
     stats = dry_run("all", tmp_path, scale)
-    assert sum(stats.values()) == plan.total_jobs()
+    assert sum(stats.values()) == plan.total_jobs() == expected["all"]
 
 
 def _materialise(plan: P.Plan, mtime: float) -> None:

@@ -8,9 +8,13 @@ import re
 from pathlib import Path
 
 import pytest
+from design_counts import expected_jobs
 
 from vcr import plan as P
 from vcr.errors import ConfigError
+from vcr.names import PROBE_PROTOCOLS, TWO_MOONS_METHODS
+from vcr.plan import resources as R
+from vcr.plan.jobs import format_sets
 from vcr.records import RunSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,10 +35,29 @@ def test_default_scale_is_mini(config):
     assert P.build_plan(config).scale == "mini"
 
 
-def test_paper_counts_match_the_written_design(plans):
-    expected = P.expected_paper_jobs()
+@pytest.mark.parametrize("scale", P.SCALES)
+def test_job_counts_follow_the_design_file(plans, scale):
+    """The plan's jobs per target and in all, against a count made from vcr/design.yaml and the
+    scale's config alone (tests/design_counts.py)."""
+    expected = expected_jobs(scale)
     for target in P.TARGETS:
-        assert plans["paper"].table_jobs(target) == expected[target], target
+        assert plans[scale].table_jobs(target) == expected[target], target
+    assert plans[scale].total_jobs() == expected["all"]
+
+
+def test_paper_scale_has_the_documented_job_counts(plans):
+    # README "Job counts": 4,128 jobs in all, of which these per table
+    assert plans["paper"].total_jobs() == 4128
+    per_table = {t: sum(plans["paper"].table_jobs(t).values()) for t in P.TARGETS}
+    assert per_table == {
+        "table1": 560,
+        "table2": 1520,
+        "table3": 508,
+        "table4": 516,
+        "table5": 125,
+        "table6": 969,
+        "figure2": 7,
+    }
 
 
 def test_mini_counts_follow_the_config(config, plans):
@@ -47,7 +70,7 @@ def test_mini_counts_follow_the_config(config, plans):
     assert mini.table_jobs("table1")["probe"] == 3 * (1 + n_vcr) * n_seeds
     n_t6 = len(mini.vcr_points("table6"))  # config sweep_overrides.table6
     assert mini.table_jobs("table6")["pretrain"] == 4 * n_t6 * n_seeds
-    assert mini.table_jobs("table4")["pretrain_ssl"] == 2 * (1 + n_vcr) * n_seeds
+    assert mini.table_jobs("table4")["pretrain"] == 2 * (1 + n_vcr) * n_seeds
     assert mini.table_jobs("table4")["probe"] == 2 * 2 * (1 + n_vcr) * n_seeds  # ft + lbfgs
     # the mini budget: every job of `all` counted once
     assert mini.total_jobs() == (
@@ -119,7 +142,7 @@ def test_table_specs_use_the_contract_keys(plans):
             assert [c["key"] for c in spec["columns"]] == cols[t]
             for c in spec["columns"]:
                 assert c["metric"]
-                assert c["protocol"] in (*P.PROTOCOLS, "classifier", "collapse")
+                assert c["protocol"] in (*PROBE_PROTOCOLS, "classifier", "collapse")
 
 
 def test_paper_numbers_know_every_spec_cell(plans):
@@ -149,7 +172,7 @@ def test_cifar_scale_runs_only_the_cifar_experiments(plans):
         "table6": [],
     }
     assert set(cifar.datasets) == {"cifar100", "cifar10_lt", "cifar100_lt"}
-    assert len(cifar.two_moons) == len(P.TWO_MOONS_METHODS)
+    assert len(cifar.two_moons) == len(TWO_MOONS_METHODS)
 
 
 def test_mini_maps_every_column_but_the_imagenet_subsets(plans):
@@ -187,14 +210,14 @@ def test_table2_probes_the_subclasses_of_a_superclass_run(plans):
             ev = plan.evals[rec]
             assert plan.pretrain[ev.run].spec.target == "super"
             assert ev.protocol == "adamw"
-            assert "target=sub" in plan.probe_args(rec)
+            assert "target=sub" in ev.settings
 
 
 def test_lr_is_swept_only_where_the_paper_sweeps_it(plans):
     paper = plans["paper"]
     lrs = {t: {paper.pretrain[r].spec.lr for r in paper.tables[t].runs} for t in P.TABLES}
     for t in ("table2", "table3", "table6"):
-        assert lrs[t] == set(P.PAPER_LRS)
+        assert lrs[t] == set(P.load_design().lrs)
     for t in ("table1", "table4", "table5"):
         assert lrs[t] == {0.0}
 
@@ -206,13 +229,18 @@ def test_table1_baselines_import_torchvision_weights_at_paper(plans, config):
     for job in imported:
         assert job.spec.placement == "none" and job.spec.seed == 0
         assert job.init_weights.startswith(config["data_root"] + "/weights/")
-        args = paper.pretrain_args(job.key)
-        assert "--init-weights" in args and "epochs=0" in args
+        assert "epochs=0" in job.overrides
+        assert job.resource_kind == "import_weights"
         assert paper.pretrain_resources(job.key)["gpu"] == 0
-    # the regex of the import rule matches exactly those runs
-    rx = re.compile(f"^(?:{paper.imported_runs_regex()})$")
-    assert {k for k in paper.pretrain if rx.match(k)} == {j.key for j in imported}
-    assert plans["mini"].imported_runs_regex() == "(?!)"
+        assert paper.launcher(job.key) == "python"
+    assert not any(j.init_weights for j in plans["mini"].pretrain.values())
+
+
+def test_an_imported_baseline_needs_its_weights_file_named(config):
+    cfg = copy.deepcopy(config)
+    del cfg["table1"]["weights"]["tv_convnext_tiny"]
+    with pytest.raises(ConfigError, match=r"table1\.weights\.tv_convnext_tiny"):
+        P.build_plan(cfg, "paper")
 
 
 def test_resnet50_recipe_switch(config):
@@ -233,24 +261,23 @@ def test_table1_train_baseline_switch(config):
     assert plan.table_jobs("table1")["pretrain"] == 3 * (20 + 1) * 3
 
 
-def test_pretrain_args_carry_every_runspec_field(plans):
-    plan = plans["paper"]
-    key = next(k for k, j in plan.pretrain.items() if j.spec.placement == "blocks+downsample")
-    args = plan.pretrain_args(key)
-    spec = plan.pretrain[key].spec
-    for field, flag in [
-        ("scale", "--scale"),
-        ("method", "--method"),
-        ("arch", "--arch"),
-        ("dataset", "--dataset"),
-        ("target", "--target"),
-        ("recipe", "--recipe"),
-        ("seed", "--seed"),
-        ("cov_scale", "--cov-scale"),
-    ]:
-        assert f"{flag} {getattr(spec, field)}" in args
-    assert "--placement blocks+downsample " in args
-    assert f"--manifest work/paper/data/{spec.dataset}/manifest.json" in args
+def test_the_pretrain_rule_passes_every_runspec_field():
+    """rules/pretrain.smk hands each RunSpec field to the trainer flag of the same name."""
+    import dataclasses
+
+    from test_names import _script_parser
+
+    rule = (ROOT / "rules" / "pretrain.smk").read_text()
+    parser = _script_parser("pretrain")
+    flags = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+    for field in dataclasses.fields(RunSpec):
+        assert f"{flags[field.name]} {{params.run.{field.name}}}" in rule, field.name
+
+
+def test_pretrain_jobs_read_the_manifest_of_their_dataset(plans):
+    for plan in plans.values():
+        for job in plan.pretrain.values():
+            assert job.manifest == f"work/{plan.scale}/data/{job.spec.dataset}/manifest.json"
 
 
 def test_multi_node_resources_start_one_torchrun_per_node(plans):
@@ -259,23 +286,21 @@ def test_multi_node_resources_start_one_torchrun_per_node(plans):
                and not j.init_weights)  # fmt: skip
     res = paper.pretrain_resources(key)
     assert res["nodes"] == 2 and res["tasks"] == 2 and res["mpi"] == "srun"
-    eff = P._effective(res)
+    eff = R.effective(res)
     assert eff["tasks_per_gpu"] == 0 and eff["gpu"] == 16
-    launch = paper.launcher(res)
+    launch = paper.launcher(key)
     assert launch.startswith("srun torchrun --nnodes=2 --nproc_per_node=8")
     # single node, 8 GPUs
     key = next(k for k, j in paper.pretrain.items() if j.spec.recipe == "atto_in1k_90ep")
-    assert paper.launcher(paper.pretrain_resources(key)) == (
-        "torchrun --standalone --nproc_per_node=8"
-    )
+    assert paper.launcher(key) == "torchrun --standalone --nproc_per_node=8"
 
 
 def test_mini_jobs_declare_no_gpu(plans):
     mini = plans["mini"]
-    for rule in ("pretrain", "pretrain_ssl", "probe", "collapse", "prepare_data"):
+    for rule in ("pretrain", "probe", "collapse", "prepare_data"):
         res = mini.rule_resources(rule)
         assert "gpu" not in res and "nodes" not in res
-    assert mini.launcher(mini.pretrain_resources(next(iter(mini.pretrain)))) == "python"
+    assert mini.launcher(next(iter(mini.pretrain))) == "python"
 
 
 def test_resource_getters_return_per_job_values(plans):
@@ -312,7 +337,7 @@ def test_unknown_resource_key_names_the_key(config):
     cfg = copy.deepcopy(config)
     cfg["scales"]["mini"]["resources"]["pretrain"] = {"gpus": 1}
     with pytest.raises(ConfigError, match="gpus"):
-        P.build_plan(cfg, "mini").resources("pretrain")
+        P.build_plan(cfg, "mini").rule_resources("pretrain")
 
 
 def test_schema_rejects_unknown_keys_and_types_naming_them(config):
@@ -334,10 +359,9 @@ def test_schema_rejects_unknown_keys_and_types_naming_them(config):
             snakemake_utils.validate(cfg, schema)
 
 
-def test_two_moons_args(plans, config):
-    args = plans["mini"].two_moons_args()
-    assert args.startswith(f"--seeds {config['scales']['mini']['two_moons']['seeds']}")
-    assert "--set epochs=" in args
+def test_two_moons_settings(plans, config):
+    assert plans["mini"].two_moons_seeds() == str(config["scales"]["mini"]["two_moons"]["seeds"])
+    assert any(s.startswith("epochs=") for s in plans["mini"].two_moons_sets())
 
 
 def _write_csv(path, rows):
@@ -395,7 +419,9 @@ def test_renderer_accepts_every_spec(plans, tmp_path):
 def test_set_values_round_trip_through_the_recipe_parser():
     recipes = pytest.importorskip("vcr.recipes")
     values = {"projector_dims": [512, 512], "epochs": 3, "warmup_epochs": 1, "model_ema": False}
-    sets = P._fmt_set(values)
+    sets = format_sets(values)
     assert sets == ("epochs=3", "model_ema=false", "projector_dims=[512,512]", "warmup_epochs=1")
-    r = recipes.get_recipe("vicreg_100ep", **recipes.parse_overrides(list(sets)))
+    from vcr.cli import parse_sets
+
+    r = recipes.get_recipe("vicreg_100ep", **parse_sets(list(sets)))
     assert r.projector_dims == (512, 512) and r.epochs == 3 and r.model_ema is False

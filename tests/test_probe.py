@@ -1,27 +1,28 @@
-"""Probes (vcr/probe.py): torch L-BFGS vs scikit-learn, λ never chosen on test, SGD/AdamW heads,
+"""Probes (vcr/probes/): torch L-BFGS vs scikit-learn, λ never chosen on test, SGD/AdamW heads,
 fine-tuning epoch chosen on val, configs."""
 
 import numpy as np
 import pytest
 import torch
 
+from vcr.bench_probe import sklearn_probe_reference
+from vcr.cli import parse_sets
 from vcr.errors import ConfigError
-from vcr.probe import (
+from vcr.probes import (
     SGD_SCHEDULES,
     AdamwConfig,
     LbfgsConfig,
-    _sgd_settings,
-    accuracy,
     finetune,
     lambda_grid,
     linear_probe_adamw,
     linear_probe_lbfgs,
     linear_probe_sgd,
     make_config,
-    parse_sets,
-    sklearn_probe_reference,
     split_config,
 )
+from vcr.probes.heads import _sgd_settings
+from vcr.probes.lbfgs_solver import PathSelection
+from vcr.scoring import accuracy
 
 
 @pytest.fixture(autouse=True)
@@ -123,10 +124,9 @@ def test_path_patience_stops_early_at_the_same_lambda():
 
 
 def test_path_selection_rule():
-    from vcr.probe import _PathSelection
 
     def run(scores, patience):
-        sel = _PathSelection(patience)
+        sel = PathSelection(patience)
         for i, v in scores:
             if sel.add(i, v, None):
                 return sel.index, i
@@ -140,7 +140,7 @@ def test_path_selection_rule():
     assert run([(5, 0.5), (4, 0.4), (3, 0.5), (2, 0.4), (1, 0.4)], 2) == (3, 1)
     assert run([(1, 0.5), (2, 0.5), (3, 0.4)], 0) == (1, None)
     with pytest.raises(ConfigError, match="path_patience"):
-        _PathSelection(-1)
+        PathSelection(-1)
 
 
 @pytest.mark.parametrize("rank", [2, 128])  # randomised (d=24 > 4 x 2) and exact covariance

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from vcr import plan as P
+from vcr.plan import resources as R
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "slurm" / "config.yaml"
@@ -54,14 +55,16 @@ def test_profile_default_resources_are_cheap_and_valid(profile):
     for bad in ("gpus", "gres"):  # gpus: breaks the job step; GPUs are per rule
         assert bad not in res
     plan = P.build_plan(P.load_config(ROOT / "config.yaml"), "paper")
-    for rule in ("pretrain", "pretrain_ssl", "probe", "collapse", "two_moons", "prepare_data"):
+    for rule in ("pretrain", "probe", "collapse", "two_moons", "prepare_data"):
         rr = plan.rule_resources(rule)
         # a constant disk_mb on every rule: the built-in default stats every input of every job
         assert isinstance(rr["disk_mb"], int), rule
         for key in ("mem_mb", "runtime"):
             assert key in rr, (rule, key)
-    for rule in ("pretrain", "pretrain_ssl"):  # the trainer checkpoints and exits on SIGUSR1
-        assert "USR1" in plan.rule_resources(rule)["slurm_extra"], rule
+    # the trainer checkpoints and exits on SIGUSR1: every job that trains asks for it
+    for key, job in plan.pretrain.items():
+        res = plan.pretrain_resources(key)
+        assert ("USR1" in res["slurm_extra"]) == (not job.init_weights), key
 
 
 def test_config_resources_use_plugin_names(profile):
@@ -69,7 +72,7 @@ def test_config_resources_use_plugin_names(profile):
     for scale in P.SCALES:
         for name, block in (cfg["scales"][scale].get("resources") or {}).items():
             assert "gpus" not in block, f"scales.{scale}.resources.{name}: use gpu, not gpus"
-            assert set(block) <= set(P.RESOURCE_KEYS)
+            assert set(block) <= set(R.RESOURCE_KEYS)
 
 
 def test_multi_node_jobs_carry_mpi_and_tasks():
@@ -77,7 +80,7 @@ def test_multi_node_jobs_carry_mpi_and_tasks():
     multi = [k for k in plan.pretrain if plan.pretrain_resources(k)["nodes"] > 1]
     assert multi
     for key in multi[:5]:
-        eff = P._effective(plan.pretrain_resources(key))
+        eff = R.effective(plan.pretrain_resources(key))
         # mpi + tasks = one srun task per node; tasks_per_gpu=0 keeps the plugin from adding
         # --ntasks-per-gpu; gpu (total) not gpus
         assert eff["mpi"] == "srun" and eff["tasks"] == eff["nodes"] == 2

@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vcr.ssl import LARS, info_nce_loss, vicreg_loss, vicreg_terms
+from vcr.optim import LARS
+from vcr.ssl import info_nce_loss, vicreg_loss, vicreg_terms
 
 
 def test_info_nce_matches_per_row_formula():

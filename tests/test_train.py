@@ -21,8 +21,11 @@ from test_train_support import (
     tiny_spec,
 )
 
+from vcr import optim
 from vcr import train as vt
+from vcr.data import loading, transforms
 from vcr.errors import ConfigError, NonFiniteError
+from vcr.models import torchvision_weights
 from vcr.recipes import get_recipe
 
 SUPPORT = Path(__file__).with_name("test_train_support.py")
@@ -181,35 +184,35 @@ def test_killed_run_resumes_bit_identical(tmp_path, reference_run, sig):
 # pieces: sampler, schedule, groups
 # ---------------------------------------------------------------------------------------------
 def test_sampler_is_seeded_and_ranks_slice_the_global_batch():
-    one = vt.EpochBatchSampler(40, 8, seed=3)
+    one = loading.EpochBatchSampler(40, 8, seed=3)
     one.set_epoch(2)
     batches = list(one)
     assert len(batches) == 5 and all(e == 2 for b in batches for e, _ in b)
-    again = vt.EpochBatchSampler(40, 8, seed=3)
+    again = loading.EpochBatchSampler(40, 8, seed=3)
     again.set_epoch(2)
     assert list(again) == batches
     again.set_epoch(2, start_step=3)
     assert list(again) == batches[3:]
     halves = []
     for r in range(2):
-        s = vt.EpochBatchSampler(40, 8, seed=3, rank=r, world_size=2)
+        s = loading.EpochBatchSampler(40, 8, seed=3, rank=r, world_size=2)
         s.set_epoch(2)
         halves.append(list(s))
     assert [a + b for a, b in zip(*halves)] == batches
     with pytest.raises(ConfigError):
-        vt.EpochBatchSampler(40, 9, seed=0, world_size=2)
+        loading.EpochBatchSampler(40, 9, seed=0, world_size=2)
 
 
 def test_lr_schedule_warmup_and_cosine():
     r = get_recipe("atto_in1k_90ep", epochs=10, warmup_epochs=2)
-    sched = vt.LRSchedule(r, steps_per_epoch=5, peak_lr=r.lr)
+    sched = optim.LRSchedule(r, steps_per_epoch=5, peak_lr=r.lr)
     assert sched(0) == r.warmup_decay  # linear warmup from warmup_decay (0 here)
     assert sched(5) == pytest.approx(0.5)
     assert sched(10) == 1.0  # warmup end = peak
     assert sched(50) == pytest.approx(0.0, abs=1e-12)
     assert all(sched(t) >= sched(t + 1) for t in range(10, 50))
     tv = get_recipe("tv_resnet50_v1")
-    step = vt.LRSchedule(tv, steps_per_epoch=3, peak_lr=tv.lr)
+    step = optim.LRSchedule(tv, steps_per_epoch=3, peak_lr=tv.lr)
     assert step(3 * 29 + 2) == 1.0 and step(3 * 30) == pytest.approx(tv.lr_gamma)
 
 
@@ -220,7 +223,7 @@ def test_param_groups_exclude_norms_and_biases_as_the_recipe_says():
 
     def wd_of(recipe):
         out = {}
-        for g in vt.param_groups(model, recipe):
+        for g in optim.param_groups(model, recipe):
             for p in g["params"]:
                 out[id(p)] = g["weight_decay"]
         return out
@@ -232,7 +235,7 @@ def test_param_groups_exclude_norms_and_biases_as_the_recipe_says():
     assert wd[id(model.fc.weight)] == atto.weight_decay
     v1 = get_recipe("tv_resnet50_v1")  # torchvision default: wd everywhere
     assert set(wd_of(v1).values()) == {v1.weight_decay}
-    lars = vt.param_groups(model, get_recipe("simclr_100ep"))
+    lars = optim.param_groups(model, get_recipe("simclr_100ep"))
     assert all(g["lars_exclude"] == all(p.ndim == 1 for p in g["params"]) for g in lars)
     assert all(g["weight_decay"] == 0 for g in lars if g["lars_exclude"])
 
@@ -242,10 +245,10 @@ def test_transform_presets_run_on_an_image():
     img = torch.randint(0, 256, (3, 40, 40), dtype=torch.uint8)
     r = get_recipe("tv_resnet50_v2", train_crop_size=24, val_resize_size=28, val_crop_size=24)
     torch.manual_seed(0)
-    assert vt.tv_preset_train(r, 24, (0.5,) * 3, (0.2,) * 3)(img).shape == (3, 24, 24)
-    assert vt.tv_preset_eval(r, 28, 24, (0.5,) * 3, (0.2,) * 3)(img).shape == (3, 24, 24)
-    assert vt.resolved_sizes(r, 32) == (32, 32, 32)  # small native images keep their size
-    assert vt.resolved_sizes(r, 224) == (24, 28, 24)
+    assert transforms.tv_preset_train(r, 24, (0.5,) * 3, (0.2,) * 3)(img).shape == (3, 24, 24)
+    assert transforms.tv_preset_eval(r, 28, 24, (0.5,) * 3, (0.2,) * 3)(img).shape == (3, 24, 24)
+    assert transforms.resolved_sizes(r, 32) == (32, 32, 32)  # small native images keep their size
+    assert transforms.resolved_sizes(r, 224) == (24, 28, 24)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,7 +257,7 @@ def test_transform_presets_run_on_an_image():
 def _same_outputs(tv_model, timm_model, arch, tmp_path, size):
     path = tmp_path / f"{arch}.pth"
     torch.save(tv_model.state_dict(), path)
-    vt.load_torchvision_weights(timm_model, path, arch)
+    torchvision_weights.load_torchvision_weights(timm_model, path, arch)
     x = torch.randn(2, 3, size, size)
     with torch.no_grad():
         a, b = tv_model.eval()(x), timm_model.eval()(x)
@@ -320,7 +323,9 @@ def test_torchvision_weights_load_into_timm_models(tmp_path):
         32,
     )
     with pytest.raises(ConfigError, match="no such file"):
-        vt.load_torchvision_weights(TinyNet(), tmp_path / "missing.pth", "resnet50")
+        torchvision_weights.load_torchvision_weights(
+            TinyNet(), tmp_path / "missing.pth", "resnet50"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,7 +359,7 @@ def test_recipe_smoke_one_step(tmp_path, name):
     spec = tiny_spec(recipe=name, method=method)
     final = run_tiny(tmp_path, spec=spec, overrides=ov, ssl=ssl)
     r = get_recipe(name, **{**ov, "batch_size": 16})
-    peak = vt.resolved_lr(spec, r)
+    peak = optim.resolved_lr(spec, r)
     log = read_log(tmp_path)
     start = r.warmup_decay if r.warmup_epochs else 1.0
     assert log[0]["lr"] == pytest.approx(peak * start)  # warmup start
@@ -380,7 +385,7 @@ def test_recipe_weight_decay_groups(name):
     model = TinyNet()
     norm = {id(p) for p in model.stem[1].parameters()}
     bias = {id(model.fc.bias)}
-    wd = {id(p): g["weight_decay"] for g in vt.param_groups(model, recipe) for p in g["params"]}
+    wd = {id(p): g["weight_decay"] for g in optim.param_groups(model, recipe) for p in g["params"]}
     assert len(wd) == len(list(model.parameters()))
     if recipe.optimizer == "lars":  # biases and norms: no wd (and no trust ratio)
         assert all(wd[i] == 0 for i in norm | bias)
@@ -417,18 +422,22 @@ def test_array_batches_equal_the_torchvision_transforms(mini_manifest):
     std = torch.tensor(info["std"]).view(3, 1, 1)
     ev = build_transform("eval", image_size=32, mean=info["mean"], std=info["std"])
     x, y = next(
-        iter(vt.ArrayBatches(ds, [list(range(6))], info["mean"], info["std"], transform="eval"))
+        iter(
+            loading.ArrayBatches(ds, [list(range(6))], info["mean"], info["std"], transform="eval")
+        )
     )
     assert torch.allclose(x, torch.stack([ev(ds[i][0]) for i in range(6)]), atol=1e-6)
     assert y.tolist() == [ds[i][1] for i in range(6)]
     with pytest.raises(ValueError, match="transform"):
-        vt.ArrayBatches(ds, [], info["mean"], info["std"], transform="train")
+        loading.ArrayBatches(ds, [], info["mean"], info["std"], transform="train")
     keys = [(2, i) for i in range(16)]
-    tr = vt.ArrayBatches(ds, [keys], info["mean"], info["std"], transform="train_cifar", seed=5)
+    tr = loading.ArrayBatches(
+        ds, [keys], info["mean"], info["std"], transform="train_cifar", seed=5
+    )
     x1, _ = next(iter(tr))
     x2, _ = next(
         iter(
-            vt.ArrayBatches(
+            loading.ArrayBatches(
                 ds, [keys[8:]], info["mean"], info["std"], transform="train_cifar", seed=5
             )
         )
@@ -469,7 +478,9 @@ def test_array_batches_ssl_views_are_seeded_two_view_augmentations(mini_manifest
     keys = [(1, i) for i in range(32)]
 
     def views(seed, batch=keys):
-        ab = vt.ArrayBatches(ds, [batch], info["mean"], info["std"], transform="ssl", seed=seed)
+        ab = loading.ArrayBatches(
+            ds, [batch], info["mean"], info["std"], transform="ssl", seed=seed
+        )
         return next(iter(ab))
 
     (v1, v2), y = views(3)
@@ -572,12 +583,15 @@ def test_init_weights_with_zero_epochs_only_saves_the_backbone(tmp_path):
 
 
 def test_recipe_without_augmentation_trains_on_the_eval_transform():
+    from vcr.data.transforms import train_transform_kind
     from vcr.recipes import get_recipe
-    from vcr.train import train_kind
 
     recipe = get_recipe("resnet32_lt", train_transform="none")
-    assert train_kind(recipe, "supervised", 32) == "eval"
-    assert train_kind(get_recipe("resnet32_lt"), "supervised", 32) == "train_cifar"
+    assert train_transform_kind(recipe.train_transform, "supervised", 32) == "eval"
+    assert (
+        train_transform_kind(get_recipe("resnet32_lt").train_transform, "supervised", 32)
+        == "train_cifar"
+    )
 
 
 def test_channels_last_on_cpu_is_opt_in_and_numerically_equivalent():
@@ -586,9 +600,9 @@ def test_channels_last_on_cpu_is_opt_in_and_numerically_equivalent():
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     recipe = get_recipe("resnet32_lt")
-    assert not vt._use_channels_last(cpu, recipe)  # default: NCHW on CPU (bits as before)
-    assert vt._use_channels_last(cuda, recipe) == recipe.channels_last
-    assert vt._use_channels_last(cpu, get_recipe("resnet32_lt", channels_last_cpu=True))
+    assert not vt.use_channels_last(cpu, recipe)  # default: NCHW on CPU (bits as before)
+    assert vt.use_channels_last(cuda, recipe) == recipe.channels_last
+    assert vt.use_channels_last(cpu, get_recipe("resnet32_lt", channels_last_cpu=True))
     torch.manual_seed(0)
     model = create_model("mini_resnet", num_classes=4)
     x = torch.randn(8, 3, 32, 32)

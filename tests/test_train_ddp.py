@@ -19,7 +19,9 @@ from test_train_support import (
     tiny_spec,
 )
 
+from vcr import optim
 from vcr import train as vt
+from vcr.data import loading
 from vcr.recipes import get_recipe
 from vcr.regularizer import vcr_penalty
 
@@ -66,10 +68,10 @@ def _local_stats_reference():
     vt.seed_everything(spec.seed)
     model = vt.build_model(spec, recipe, bundle.num_classes)
     vt.attach(model, spec, recipe)
-    opt = vt.build_optimizer(model, recipe, vt.resolved_lr(spec, recipe))
-    sampler = vt.EpochBatchSampler(len(bundle.train), recipe.batch_size, seed=spec.seed)
+    opt = optim.build_optimizer(model, recipe, optim.resolved_lr(spec, recipe))
+    sampler = loading.EpochBatchSampler(len(bundle.train), recipe.batch_size, seed=spec.seed)
     sampler.set_epoch(0)
-    data = vt.SeededSamples(bundle.train, augment, spec.seed)
+    data = loading.SeededSamples(bundle.train, augment, spec.seed)
     batch = [data[k] for k in next(iter(sampler))]
     x = torch.stack([b[0] for b in batch])
     y = torch.tensor([b[1] for b in batch])

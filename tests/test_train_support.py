@@ -74,7 +74,7 @@ class TwoViews:
 
 
 def tiny_bundle(n_train=96, n_eval=30):
-    from vcr.train import DataBundle
+    from vcr.data.loading import DataBundle
 
     return DataBundle(
         train=tiny_dataset(n_train, 0),
@@ -144,7 +144,7 @@ def _main(argv=None):
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     import vcr.train as vt
-    from vcr.recipes import parse_overrides
+    from vcr.cli import parse_sets
 
     inner = vt.training_step
     counter = {"n": 0}
@@ -159,7 +159,7 @@ def _main(argv=None):
 
     vt.training_step = slow_step
     try:
-        run_tiny(args.out, overrides=parse_overrides(args.set))
+        run_tiny(args.out, overrides=parse_sets(args.set))
     except vt.Preempted as err:
         return 128 + int(err.signum)
     return 0

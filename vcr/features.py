@@ -28,15 +28,10 @@ from pathlib import Path
 import torch
 
 from vcr import io
+from vcr.cli import resolve_device
 from vcr.errors import ConfigError
 
 CACHE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
-
-
-def resolve_device(device=None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def backbone_key(path) -> str:
@@ -65,12 +60,12 @@ def _load_cache(cache: Path, n: int, key: str | None):
 def _array_batches(dataset, mean, std, batch_size):
     """Fast path for in-memory uint8 image arrays at their native size: the eval transform is
     then ToTensor + Normalize, applied to whole batches with tensor ops instead of PIL."""
+    from vcr.data.loading import normalized_batch
+
     images, targets = dataset.images, dataset.targets
-    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
     for i in range(0, len(targets), batch_size):
-        x = torch.from_numpy(images[i : i + batch_size]).permute(0, 3, 1, 2).float().div_(255)
-        yield (x - m) / s, torch.as_tensor(targets[i : i + batch_size])
+        x = normalized_batch(images[i : i + batch_size], mean, std)
+        yield x, torch.as_tensor(targets[i : i + batch_size])
 
 
 def auto_workers(num_workers: int) -> int:
@@ -195,6 +190,19 @@ class RunFeatures:
         self.cache_dtype = cache_dtype
         self._backbone = None
         self._key = None
+
+    @classmethod
+    def from_settings(cls, run_dir, settings: dict, *, cache_dir=None, device=None) -> RunFeatures:
+        """From the ``--set`` settings every evaluation shares (``extract_batch_size``,
+        ``extract_workers``, ``cache_dtype``)."""
+        return cls(
+            run_dir,
+            cache_dir=cache_dir,
+            device=device,
+            batch_size=settings["extract_batch_size"],
+            num_workers=settings["extract_workers"],
+            cache_dtype=settings["cache_dtype"],
+        )
 
     @property
     def backbone(self) -> torch.nn.Module:

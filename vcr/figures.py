@@ -19,8 +19,9 @@ import statistics
 from pathlib import Path
 
 from vcr import io
+from vcr.names import TWO_MOONS_METHODS
 
-METHOD_ORDER = ("none", "l2", "dropout", "batchnorm", "sd", "vcr")
+METHOD_ORDER = TWO_MOONS_METHODS
 METHOD_LABELS = {
     "none": "No regularization",
     "l2": "L2",

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from vcr.cli import coerce, resolve_device, with_overrides
 from vcr.errors import ConfigError
 from vcr.records import run_params_and_final
 
@@ -142,13 +143,8 @@ class MineConfig:
 
 
 def mine_config(**overrides) -> MineConfig:
-    names = {f.name for f in fields(MineConfig)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise ConfigError(f"unknown MINE key(s) {unknown}; expected some of {sorted(names)}")
-    if "hidden" in overrides:
-        overrides["hidden"] = tuple(int(h) for h in overrides["hidden"])
-    return MineConfig(**overrides)
+    """``MineConfig`` with ``overrides`` (``--set mine.<key>=...``) coerced to its field types."""
+    return with_overrides(MineConfig(), overrides, where="MINE (mine.<key>)")
 
 
 class StatisticsNet(torch.nn.Module):
@@ -201,7 +197,7 @@ def _mine(X, Z, c: MineConfig, device) -> dict[str, Any]:
     for name, A in (("X", X), ("Z", Z)):
         if not torch.isfinite(A).all():
             raise ValueError(f"MINE input {name} holds NaN/inf values")
-    dev = torch.device(device) if device not in (None, "auto") else torch.device("cpu")
+    dev = resolve_device(device)
     gen = torch.Generator().manual_seed(int(c.seed))
     torch.manual_seed(int(c.seed))
     n = X.shape[0]
@@ -274,13 +270,12 @@ COLLAPSE_SETTINGS = {
 def _mine_inputs(feats, ds, fast, idx, pool: int, batch: int = 512) -> torch.Tensor:
     """Average-pooled eval-transformed images of the rows ``idx`` (MINE's X)."""
     if fast is not None:
-        mean = torch.tensor(fast[0], dtype=torch.float32).view(1, -1, 1, 1)
-        std = torch.tensor(fast[1], dtype=torch.float32).view(1, -1, 1, 1)
+        from vcr.data.loading import normalized_batch
+
         out = []
         for i in range(0, len(idx), batch):
             rows = idx[i : i + batch].numpy()
-            x = torch.from_numpy(ds.images[rows]).permute(0, 3, 1, 2).float().div_(255)
-            out.append(pool_images((x - mean) / std, pool))
+            out.append(pool_images(normalized_batch(ds.images[rows], *fast), pool))
         return torch.cat(out)
     sub = torch.utils.data.Subset(ds, idx.tolist())
     from vcr.features import auto_workers
@@ -296,7 +291,6 @@ def collapse_records(run_dir, manifest, *, feature_cache=None, sets=None, device
     ``split`` (train by default). val = final.json val_top1 (may be None for SSL runs)."""
     from vcr.data import dataset_info
     from vcr.features import RunFeatures
-    from vcr.probe import _coerce
     from vcr.records import make_record
 
     sets = dict(sets or {})
@@ -310,11 +304,8 @@ def collapse_records(run_dir, manifest, *, feature_cache=None, sets=None, device
                 f"--set {k}: unknown key; expected one of {sorted(com)} or mine.<key> with "
                 f"<key> in {sorted(f.name for f in fields(MineConfig))}"
             )
-        com[k] = v if com[k] is None else _coerce(k, v, com[k])
-    base = MineConfig()
-    mcfg = mine_config(
-        **{k: _coerce(f"mine.{k}", v, getattr(base, k, None)) for k, v in mine_sets.items()}
-    )
+        com[k] = v if com[k] is None else coerce(f"--set {k}", v, com[k])
+    mcfg = mine_config(**mine_sets)
 
     from pathlib import Path
 
@@ -327,14 +318,7 @@ def collapse_records(run_dir, manifest, *, feature_cache=None, sets=None, device
     target = com["target"] or params["target"]
     info = dataset_info(manifest, target)
     name = info["name"]
-    feats = RunFeatures(
-        run_dir,
-        cache_dir=feature_cache,
-        device=device,
-        batch_size=com["extract_batch_size"],
-        num_workers=com["extract_workers"],
-        cache_dtype=com["cache_dtype"],
-    )
+    feats = RunFeatures.from_settings(run_dir, com, cache_dir=feature_cache, device=device)
     X, y = feats.get(name, com["split"], manifest=manifest, target=target)
     gen = torch.Generator().manual_seed(0)
     Xs, ys = X, y

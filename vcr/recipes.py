@@ -19,22 +19,17 @@ Conventions (the paper is silent on most; each choice is stated where the recipe
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
+from vcr.cli import with_overrides
 from vcr.errors import ConfigError
-
-# The hyper-parameter grid VCR uses for every table (paper §4 / App. A). The pipeline expands it.
-PAPER_SWEEP: dict[str, tuple[float, ...]] = {
-    "alpha": (1.28, 0.64, 0.32, 0.16),
-    "beta": (0.16, 0.08, 0.04, 0.02, 0.01),
-    "lr": (0.016, 0.008),
-}
+from vcr.names import PRETRAIN_METHODS
 
 OPTIMIZERS = ("sgd", "sgd_nesterov", "adamw", "adam", "lars", "rmsprop")
 SCHEDULERS = ("cosine", "step", "constant")
 TRANSFORMS = ("auto", "train_imagenet", "train_cifar", "ssl", "tv_preset", "none")
-METHODS = ("supervised", "simclr", "vicreg", "two_moons")
+METHODS = (*PRETRAIN_METHODS, "two_moons")
 
 
 @dataclass(frozen=True)
@@ -188,58 +183,53 @@ register(
         val_crop_size=224,
     )
 )
+# What the three newer torchvision recipes share (their training commands in torchvision's
+# references/classification README): cosine per epoch, the preset transforms with mixup 0.2 /
+# cutmix 1.0, EMA of the weights, 224-px evaluation crops.
+_TV = dict(
+    lr_scheduler="cosine",
+    schedule_unit="epoch",
+    train_transform="tv_preset",
+    mixup_alpha=0.2,
+    cutmix_alpha=1.0,
+    model_ema=True,
+    val_crop_size=224,
+)
+# ... and what ResNet-50 V2 and ConvNeXt-T add: 600 epochs at batch 1024, TrivialAugment, random
+# erasing, label smoothing 0.1, 176-px training crops (FixRes: 232 -> 224 evaluation).
+_TV_600 = dict(
+    **_TV,
+    epochs=600,
+    batch_size=1024,
+    norm_weight_decay=0.0,
+    warmup_epochs=5,
+    warmup_decay=0.01,
+    label_smoothing=0.1,
+    auto_augment="ta_wide",
+    random_erase=0.1,
+    train_crop_size=176,
+    val_resize_size=232,
+)
 register(
     Recipe(
         name="tv_resnet50_v2",
         source="torchvision ResNet50_Weights.IMAGENET1K_V2 recipe (no ra-sampler)",
-        epochs=600,
-        batch_size=1024,
         optimizer="sgd",
         lr=0.5,
         weight_decay=2e-5,
-        norm_weight_decay=0.0,
-        lr_scheduler="cosine",
-        schedule_unit="epoch",
-        warmup_epochs=5,
         warmup_method="linear",
-        warmup_decay=0.01,
-        label_smoothing=0.1,
-        mixup_alpha=0.2,
-        cutmix_alpha=1.0,
-        auto_augment="ta_wide",
-        random_erase=0.1,
-        train_transform="tv_preset",
-        train_crop_size=176,
-        val_resize_size=232,
-        val_crop_size=224,
-        model_ema=True,
+        **_TV_600,
     )
 )
 register(
     Recipe(
         name="tv_convnext_tiny",
         source="torchvision ConvNeXt_Tiny_Weights.IMAGENET1K_V1 recipe (no ra-sampler)",
-        epochs=600,
-        batch_size=1024,
         optimizer="adamw",
         lr=1e-3,
         weight_decay=0.05,
-        norm_weight_decay=0.0,
-        lr_scheduler="cosine",
-        schedule_unit="epoch",
-        warmup_epochs=5,
-        warmup_decay=0.01,
-        label_smoothing=0.1,
-        mixup_alpha=0.2,
-        cutmix_alpha=1.0,
-        auto_augment="ta_wide",
-        random_erase=0.1,
-        train_transform="tv_preset",
-        train_crop_size=176,
-        val_resize_size=232,
-        val_crop_size=224,
-        model_ema=True,
         model_kwargs={"drop_path_rate": 0.1},  # torchvision stochastic_depth_prob default
+        **_TV_600,
     )
 )
 register(
@@ -251,20 +241,14 @@ register(
         optimizer="adamw",
         lr=3e-3,
         weight_decay=0.3,
-        lr_scheduler="cosine",
-        schedule_unit="epoch",
         warmup_epochs=30,
         warmup_decay=0.033,
         label_smoothing=0.11,
-        mixup_alpha=0.2,
-        cutmix_alpha=1.0,
         auto_augment="imagenet",
         clip_grad_norm=1.0,
-        train_transform="tv_preset",
         train_crop_size=224,
         val_resize_size=256,
-        val_crop_size=224,
-        model_ema=True,
+        **_TV,
     )
 )
 
@@ -391,75 +375,10 @@ def recipe_names() -> list[str]:
 
 
 def get_recipe(name: str, **overrides) -> Recipe:
-    """The named recipe with ``overrides`` applied (values already typed, or strings from
-    ``--set k=v`` which are parsed to the field's type)."""
+    """The named recipe with ``overrides`` applied (typed values, or ``--set`` texts, parsed to
+    each field's type by ``vcr.cli.coerce``); an unknown key raises ``ConfigError``."""
     if name not in RECIPES:
         raise ConfigError(f"recipe={name!r}: unknown recipe, expected one of {recipe_names()}")
-    base = RECIPES[name]
-    known = {f.name: f for f in fields(Recipe)}
-    typed = {}
-    for key, value in overrides.items():
-        if key not in known or key == "name":
-            raise ConfigError(
-                f"recipe {name}: unknown override key {key!r} (known keys: {sorted(known)})"
-            )
-        optional = "None" in str(known[key].type)
-        if optional and (value is None or value in ("None", "null", "none")):
-            typed[key] = None
-        else:
-            typed[key] = coerce(key, value, getattr(base, key))
-    return dataclasses.replace(base, **typed)
-
-
-def coerce(key: str, value: Any, like: Any) -> Any:
-    """Parse ``value`` (often a string from the command line) to the type of ``like``."""
-    if isinstance(value, str):
-        import yaml
-
-        try:
-            value = yaml.safe_load(value) if value != "" else ""
-        except yaml.YAMLError as err:
-            raise ConfigError(f"recipe key {key}: cannot parse {value!r}: {err}") from None
-    try:
-        if isinstance(like, bool):
-            if not isinstance(value, bool):
-                raise TypeError
-            return value
-        if isinstance(like, int) and not isinstance(like, bool):
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise TypeError
-            return value
-        if isinstance(like, float):
-            if isinstance(value, bool):
-                raise TypeError
-            return float(value)
-        if isinstance(like, tuple):
-            if isinstance(value, int | float):
-                value = [value]
-            return tuple(type(like[0])(v) if like else v for v in value)
-        if isinstance(like, dict):
-            if not isinstance(value, dict):
-                raise TypeError
-            return value
-        if like is None:  # Optional[float] fields currently None
-            return float(value)
-        if isinstance(like, str):
-            return "" if value is None else str(value)
-    except (TypeError, ValueError):
-        pass
-    else:
-        return value
-    raise ConfigError(f"recipe key {key}: value {value!r} does not fit {type(like).__name__}")
-
-
-def parse_overrides(items: list[str] | None) -> dict[str, str]:
-    """``["epochs=4", "batch_size=128"]`` -> ``{"epochs": "4", "batch_size": "128"}``."""
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected key=value")
-        key, value = item.split("=", 1)
-        out[key.strip()] = value.strip()
-    return out
+    if "name" in overrides:
+        raise ConfigError(f"recipe {name}: the override key 'name' cannot be changed")
+    return with_overrides(RECIPES[name], overrides, where=f"recipe {name}")

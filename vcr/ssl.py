@@ -1,6 +1,6 @@
-"""Self-supervised pretraining pieces for Table 4: SimCLR's InfoNCE, VICReg's loss, LARS and
-the SSL model (backbone + projector, classes from ``vcr.models``; the two views come from
-``vcr.data.MultiView`` around the ``ssl`` transform).
+"""Self-supervised pretraining pieces for Table 4: SimCLR's InfoNCE, VICReg's loss and the SSL
+model (backbone + projector, classes from ``vcr.models``). The two views come from the ``ssl``
+transform of ``vcr.data.transforms``; LARS is in ``vcr.optim``.
 
 Choices where VCR and its sources disagree (PAPER_PROTOCOLS §9):
 - Projectors as VCR describes them, built by ``vcr.models``: SimCLR 2048-2048-256 with BN after
@@ -12,8 +12,6 @@ Choices where VCR and its sources disagree (PAPER_PROTOCOLS §9):
 - VICReg loss as coded by its authors: MSE invariance, std = sqrt(var + 1e-4) hinge at 1 averaged
   over the two branches, covariance off-diagonal squares / d per branch, on features gathered
   over ranks, coefficients 25/25/1.
-- LARS as in VICReg/SimCLR: trust ratio eta*||w||/||g + wd*w|| (eta 0.001), momentum 0.9;
-  parameters with ndim == 1 (biases, norms) get neither weight decay nor the trust ratio.
 """
 
 from __future__ import annotations
@@ -62,49 +60,6 @@ def vicreg_terms(z1: torch.Tensor, z2: torch.Tensor) -> dict[str, torch.Tensor]:
 def vicreg_loss(z1, z2, coeffs=(25.0, 25.0, 1.0)) -> torch.Tensor:
     t = vicreg_terms(z1, z2)
     return coeffs[0] * t["sim"] + coeffs[1] * t["std"] + coeffs[2] * t["cov"]
-
-
-class LARS(torch.optim.Optimizer):
-    """LARS (You et al. 2017) as in the VICReg/Barlow Twins code.
-
-    Param groups may set ``lars_exclude=True`` (biases and norms): plain SGD with momentum and
-    no weight decay for them.
-    """
-
-    def __init__(self, params, lr, weight_decay=0.0, momentum=0.9, eta=0.001):
-        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta)
-        defaults["lars_exclude"] = False
-        super().__init__(params, defaults)
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for g in self.param_groups:
-            for p in g["params"]:
-                if p.grad is None:
-                    continue
-                dp = p.grad
-                if not g["lars_exclude"]:
-                    dp = dp.add(p, alpha=g["weight_decay"])
-                    param_norm = torch.norm(p)
-                    update_norm = torch.norm(dp)
-                    one = torch.ones_like(param_norm)
-                    q = torch.where(
-                        param_norm > 0.0,
-                        torch.where(update_norm > 0, (g["eta"] * param_norm / update_norm), one),
-                        one,
-                    )
-                    dp = dp.mul(q)
-                state = self.state[p]
-                if "mu" not in state:
-                    state["mu"] = torch.zeros_like(p)
-                mu = state["mu"]
-                mu.mul_(g["momentum"]).add_(dp)
-                p.add_(mu, alpha=-g["lr"])
-        return loss
 
 
 def build_ssl_model(arch: str, method: str, recipe) -> nn.Module:

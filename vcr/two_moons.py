@@ -34,9 +34,10 @@ import torch
 import torch.nn.functional as F
 
 from vcr.errors import ConfigError
+from vcr.names import TWO_MOONS_METHODS
 
-METHODS = ("none", "l2", "dropout", "batchnorm", "sd", "vcr")
-# GS baseline strengths (recipe keys set per method unless the user overrides them)
+# GS baseline strengths (recipe keys set per method unless the user overrides them), one entry
+# per method of vcr.names.TWO_MOONS_METHODS, in the paper's panel order
 METHOD_OVERRIDES = {
     "none": {},
     "l2": {"weight_decay": 0.01},
@@ -45,6 +46,8 @@ METHOD_OVERRIDES = {
     "sd": {"sd_coef": 0.003},
     "vcr": {},
 }
+if tuple(METHOD_OVERRIDES) != TWO_MOONS_METHODS:
+    raise AssertionError(f"{tuple(METHOD_OVERRIDES)} != vcr.names.TWO_MOONS_METHODS")
 GRID_POINTS = 100  # the figure's grid: 100 x 100 over [-2, 2]^2
 MARGIN_COARSE = 201  # margin: coarse grid spacing 0.02 ...
 MARGIN_REFINE = 20  # ... refined 20x in the cells near the closest crossing (spacing 0.001)
@@ -53,8 +56,8 @@ MARGIN_REFINE = 20  # ... refined 20x in the cells near the closest crossing (sp
 def method_recipe(method: str, overrides: dict | None = None):
     from vcr.recipes import get_recipe
 
-    if method not in METHODS:
-        raise ConfigError(f"--method {method!r}: expected one of {METHODS}")
+    if method not in TWO_MOONS_METHODS:
+        raise ConfigError(f"--method {method!r}: expected one of {TWO_MOONS_METHODS}")
     return get_recipe("two_moons", **{**METHOD_OVERRIDES[method], **(overrides or {})})
 
 
@@ -200,18 +203,3 @@ def run_method(method: str, seeds, overrides: dict | None = None) -> dict:
         "y": torch.as_tensor(y0),
         "config": recipe.to_dict(),
     }
-
-
-def parse_seeds(text: str) -> list[int]:
-    """``"0-9"`` -> 0..9; ``"0,3,5"``; ``"4"``."""
-    out: list[int] = []
-    for part in str(text).split(","):
-        part = part.strip()
-        if "-" in part:
-            lo, hi = part.split("-", 1)
-            out.extend(range(int(lo), int(hi) + 1))
-        elif part:
-            out.append(int(part))
-    if not out:
-        raise ConfigError(f"--seeds {text!r}: no seeds")
-    return out

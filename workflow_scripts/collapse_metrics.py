@@ -12,26 +12,22 @@ for vcr.metrics.MineConfig (e.g. mine.steps=500).
 import argparse
 import sys
 
+from vcr.cli import add_run_evaluation_arguments, parse_sets, set_threads
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--run", required=True)
     ap.add_argument("--manifest", required=True)
     ap.add_argument("--out-dir", required=True)
-    ap.add_argument("--feature-cache", default=None)
-    ap.add_argument("--set", dest="sets", nargs="*", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--device", default="auto")
+    add_run_evaluation_arguments(
+        ap, set_help="collapse settings and mine.<key> (vcr.metrics.MineConfig)"
+    )
     args = ap.parse_args(argv)
 
-    import torch
-
     from vcr.metrics import collapse_records
-    from vcr.probe import parse_sets
     from vcr.records import write_record
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     records = collapse_records(
         args.run,
         args.manifest,

@@ -16,17 +16,7 @@ import argparse
 import sys
 import time
 
-
-def _value(text: str):
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
+from vcr.cli import add_set_argument, parse_sets
 
 
 def main(argv=None) -> int:
@@ -36,18 +26,16 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="output folder for manifest.json and the index")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--allow-download", action="store_true")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    add_set_argument(p, help="dataset options (README 'Data')")
     args = p.parse_args(argv)
 
     from vcr.data import DATASETS, dataset_info, prepare_dataset
     from vcr.errors import ConfigError, DatasetError
 
-    opts = {}
-    for item in args.set:
-        if "=" not in item:
-            p.error(f"--set {item!r}: expected KEY=VALUE")
-        k, v = item.split("=", 1)
-        opts[k.strip()] = _value(v.strip())
+    try:
+        opts = parse_sets(args.sets)
+    except ConfigError as e:
+        p.error(str(e))
     if args.dataset not in DATASETS:
         p.error(f"--dataset {args.dataset!r}: unknown; known: {', '.join(sorted(DATASETS))}")
     t0 = time.perf_counter()

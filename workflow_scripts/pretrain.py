@@ -5,13 +5,70 @@
         --cov-scale eq2 --delta 0 --manifest work/<scale>/data/<dataset>/manifest.json \
         [--init-weights PATH] [--set key=value ...] [--threads N] [--device auto|cpu|cuda]
 
-Resumes from RUN_DIR/checkpoint.pt when present. Exit status 128+signal after a SIGTERM/SIGUSR1
-checkpoint (resubmit to resume). Runs under torchrun or srun unchanged.
+The flags are the fields of the run's ``vcr.records.RunSpec``. Resumes from
+RUN_DIR/checkpoint.pt when present. Exit status 128+signal after a SIGTERM/SIGUSR1 checkpoint
+(resubmit to resume). Runs under torchrun or srun unchanged.
 """
 
+from __future__ import annotations
+
+import argparse
 import sys
 
-from vcr.train import main
+from vcr.cli import add_compute_arguments, add_set_argument, parse_sets
+from vcr.names import COV_SCALES, PLACEMENTS, PRETRAIN_METHODS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--scale", required=True)
+    p.add_argument("--method", required=True, choices=PRETRAIN_METHODS)
+    p.add_argument("--arch", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--target", default="default")
+    p.add_argument("--recipe", required=True)
+    p.add_argument("--placement", default="none", choices=PLACEMENTS)
+    p.add_argument("--alpha", type=float, default=0.0)
+    p.add_argument("--beta", type=float, default=0.0)
+    p.add_argument("--lr", type=float, default=0.0, help="0 = the recipe's lr")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cov-scale", default="eq2", choices=COV_SCALES)
+    p.add_argument("--delta", type=float, default=0.0)
+    p.add_argument("--manifest", default=None)
+    p.add_argument(
+        "--init-weights", default=None, help="torchvision state dict (Table 1); empty: none"
+    )
+    add_set_argument(p, help="recipe overrides (vcr.recipes keys)")
+    add_compute_arguments(p)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+
+    from dataclasses import fields
+
+    from vcr.preemption import Preempted
+    from vcr.records import RunSpec
+    from vcr.train import run
+
+    spec = RunSpec(**{f.name: getattr(args, f.name) for f in fields(RunSpec)})
+    try:
+        run(
+            spec,
+            args.out,
+            manifest=args.manifest,
+            overrides=parse_sets(args.sets),
+            init_weights=args.init_weights or None,  # "--init-weights=" (the rules): none
+            device=args.device,
+            threads=args.threads,
+        )
+    except Preempted as p:
+        print(f"{args.out}: {p}; resubmit to resume", file=sys.stderr, flush=True)
+        return 128 + int(p.signum)
+    return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,35 +7,31 @@
 Writes one metric record (vcr.records), or a JSON list of records when several eval datasets
 are given (one manifest per dataset, same order). Features are cached under
 DIR/<dataset>-<target>/<split>.pt (default DIR: RUN_DIR/features). ``--set`` keys: the
-protocol's config fields (vcr.probe.LbfgsConfig, SgdConfig, AdamwConfig, FinetuneConfig) and
+protocol's config fields (vcr.probes: LbfgsConfig, SgdConfig, AdamwConfig, FinetuneConfig) and
 target, extract_batch_size, extract_workers, cache_dtype.
 """
 
 import argparse
 import sys
 
+from vcr.cli import add_run_evaluation_arguments, parse_sets, set_threads
+from vcr.names import PROBE_PROTOCOLS
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--run", required=True, help="pretraining run folder (run.json, backbone.pt)")
-    ap.add_argument("--protocol", required=True, choices=["lbfgs", "sgd", "adamw", "finetune"])
+    ap.add_argument("--protocol", required=True, choices=PROBE_PROTOCOLS)
     ap.add_argument("--eval-dataset", required=True, nargs="+")
     ap.add_argument("--manifest", required=True, nargs="+")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--feature-cache", default=None)
-    ap.add_argument("--set", dest="sets", nargs="*", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--device", default="auto")
+    add_run_evaluation_arguments(ap, set_help="protocol config keys and the common settings")
     args = ap.parse_args(argv)
 
-    import torch
-
     from vcr import io
-    from vcr.probe import evaluate_run, parse_sets
+    from vcr.probes import evaluate_run
     from vcr.records import RECORD_KEYS, write_record
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     records = evaluate_run(
         args.run,
         args.protocol,

@@ -12,26 +12,25 @@ import argparse
 import sys
 import time
 
+from vcr.cli import add_compute_arguments, add_set_argument, parse_seeds, parse_sets, set_threads
+from vcr.names import TWO_MOONS_METHODS
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--method", required=True)
+    p.add_argument("--method", required=True, choices=TWO_MOONS_METHODS)
     p.add_argument("--seeds", default="0-9")
     p.add_argument("--out", required=True)
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
-    p.add_argument("--threads", type=int, default=None)
+    add_set_argument(p, help="two_moons recipe keys (vcr.recipes)")
+    add_compute_arguments(p, device=False)
     args = p.parse_args(argv)
 
-    import torch
-
     from vcr import io
-    from vcr.recipes import parse_overrides
-    from vcr.two_moons import parse_seeds, run_method
+    from vcr.two_moons import run_method
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     t0 = time.perf_counter()
-    result = run_method(args.method, parse_seeds(args.seeds), parse_overrides(args.set))
+    result = run_method(args.method, parse_seeds(args.seeds), parse_sets(args.sets))
     io.torch_save(result, args.out)
     margins = ", ".join(f"{m:.3f}" for m in result["margins"].tolist())
     print(

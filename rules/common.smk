@@ -1,0 +1,121 @@
+# Named input and params functions: each looks one job up in the plan (vcr.plan.jobs.Plan) by
+# the wildcards Snakemake matched.
+import inspect
+
+from snakemake.common import overwrite_function_params
+
+
+def store_parameters(fn):
+    """Store ``fn``'s parameters for Snakemake, which reads them every time it calls an input,
+    params or resources function (several times per job), with the hook Snakemake itself uses
+    for functions whose parameters it should not inspect (README, "Dry-run time")."""
+    overwrite_function_params(fn, inspect.signature(fn).parameters)
+    return fn
+
+
+def job_resources(rule):
+    """The rule's resources from the plan (vcr.plan.jobs.Plan.rule_resources): constants where
+    every job agrees, else per-job functions (their parameters stored here)."""
+    res = PLAN.rule_resources(rule)
+    return {k: store_parameters(v) if callable(v) else v for k, v in res.items()}
+
+
+# --- pretrain (rules/pretrain.smk)
+@store_parameters
+def pretrain_manifest(wildcards):
+    """The prepared pretraining dataset."""
+    return PLAN.pretrain_job(wildcards.run).manifest
+
+
+@store_parameters
+def pretrain_spec(wildcards):
+    """The run's RunSpec: the shell reads its fields ({params.run.method}, ...)."""
+    return PLAN.pretrain_job(wildcards.run).spec
+
+
+@store_parameters
+def pretrain_launcher(wildcards):
+    """python, torchrun --standalone (one node) or srun torchrun (several nodes)."""
+    return PLAN.launcher(wildcards.run)
+
+
+@store_parameters
+def pretrain_init_weights(wildcards):
+    """The released torchvision weights an imported Table 1 baseline loads ("" otherwise)."""
+    return PLAN.pretrain_job(wildcards.run).init_weights or ""
+
+
+@store_parameters
+def pretrain_overrides(wildcards):
+    """Recipe overrides of the scale (key=value)."""
+    return list(PLAN.pretrain_job(wildcards.run).overrides)
+
+
+# --- probe (rules/probe.smk)
+@store_parameters
+def probe_manifests(wildcards):
+    """The prepared datasets a probe job reads, one per eval dataset."""
+    return PLAN.probe_job(wildcards.run, wildcards.protocol, wildcards.evalname).manifests
+
+
+@store_parameters
+def probe_datasets(wildcards):
+    """The eval datasets of a probe job (one, or a run's group: config probe_grouping)."""
+    job = PLAN.probe_job(wildcards.run, wildcards.protocol, wildcards.evalname)
+    return [d for d, _ in job.datasets]
+
+
+@store_parameters
+def probe_settings(wildcards):
+    """--set items: the scale's probe overrides, and the probed label set."""
+    return PLAN.probe_job(wildcards.run, wildcards.protocol, wildcards.evalname).settings
+
+
+@store_parameters
+def classifier_dataset(wildcards):
+    """The dataset name a Table 3 record carries."""
+    return PLAN.classifier_job(wildcards.run, wildcards.evalname).datasets[0][0]
+
+
+@store_parameters
+def feature_cache(wildcards):
+    """The run's cached frozen features."""
+    return f"{WORK}/features/{wildcards.run}"
+
+
+# --- collapse (rules/analysis.smk)
+@store_parameters
+def collapse_manifest(wildcards):
+    """The run's own prepared dataset (Table 5 measures the training features)."""
+    return PLAN.collapse_job(wildcards.run).manifests
+
+
+@store_parameters
+def collapse_settings(wildcards):
+    """--set items: the scale's collapse overrides (e.g. mine.steps)."""
+    return PLAN.collapse_job(wildcards.run).settings
+
+
+# --- tables (rules/tables.smk)
+@store_parameters
+def table_spec(wildcards):
+    """The table's spec (rows, columns, "not run" columns), as the renderer reads it."""
+    return PLAN.tables[wildcards.table].spec
+
+
+@store_parameters
+def table_records(wildcards):
+    """Every metric record of the table's cells."""
+    return PLAN.tables[wildcards.table].records
+
+
+# Snakemake evaluates every declared resource of every job through Resource.evaluate and reads
+# that method's parameters each time (inspect.signature of a bound method: 65k calls, about a
+# second, on the 4k-job paper dry run). Its parameters never change: store them once. Should a
+# later Snakemake move the class, this only costs the second back.
+try:
+    from snakemake.resources import Resource
+
+    store_parameters(Resource.evaluate)
+except ImportError:
+    pass

@@ -1,0 +1,48 @@
+"""The pipeline's plan, one module per job:
+
+- ``vcr.plan.design``: the paper's design, ``vcr/design.yaml``, read and checked;
+- ``vcr.plan.jobs``: config + design -> every job (:class:`Plan`, :func:`build_plan`);
+- ``vcr.plan.resources``: SLURM resources per job and the trainer's launcher;
+- ``vcr.plan.check``: the results check of a finished run;
+- ``vcr.plan.config``: reading and validating ``config.yaml`` as Snakemake does;
+- ``python -m vcr.plan`` (``__main__``): job counts, or the results check.
+
+Importing it imports neither torch nor snakemake (the Snakefile imports it).
+"""
+
+from vcr.names import FIGURES, SCALES, TABLES, TARGETS
+from vcr.plan.check import check_results
+from vcr.plan.config import deep_update, load_config, validate_config
+from vcr.plan.design import load_design
+from vcr.plan.jobs import Evaluation, Plan, Pretrain, TablePlan, build_plan
+
+# Code files of the rendering rules, declared as their inputs: editing the renderer (or the
+# paper numbers) reruns the rendering jobs and nothing else. Training/probe code is not tracked
+# this way on purpose (a comment edit must not retrain 1,800 runs); rerun those explicitly.
+RENDER_CODE = (
+    "workflow_scripts/render_table.py",
+    "vcr/tables/render.py",
+    "vcr/tables/paper_numbers.yaml",
+    "vcr/select.py",
+    "vcr/tables/paper.py",
+)
+FIGURE_CODE = ("workflow_scripts/figure2.py", "vcr/figures.py")
+
+__all__ = [
+    "FIGURES",
+    "FIGURE_CODE",
+    "RENDER_CODE",
+    "SCALES",
+    "TABLES",
+    "TARGETS",
+    "Evaluation",
+    "Plan",
+    "Pretrain",
+    "TablePlan",
+    "build_plan",
+    "check_results",
+    "deep_update",
+    "load_config",
+    "load_design",
+    "validate_config",
+]

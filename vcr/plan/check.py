@@ -1,0 +1,61 @@
+"""Checking the published outputs of a finished run: every planned cell of every table has a
+number and the figure is a PNG (``python -m vcr.plan --check-results``, used by CI)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from vcr.names import TARGETS
+
+
+def check_results(plan, targets=TARGETS) -> list[str]:
+    """Problems with the rendered outputs of ``targets`` (empty list = all there and complete).
+
+    Tolerates nothing: a missing file, an empty figure, or a cell of a planned column that is
+    not "ok" (no records, no number) is a problem. Used by .ci/pipeline_checks.sh after the
+    mini pipeline.
+    """
+    problems = []
+    for target in targets:
+        outs = plan.table_outputs(target)
+        missing = [p for p in outs if not Path(p).is_file() or Path(p).stat().st_size == 0]
+        if missing:
+            problems.append(f"{target}: missing or empty {missing}")
+            continue
+        if target == "figure2":
+            with open(outs[0], "rb") as fh:
+                if fh.read(8) != b"\x89PNG\r\n\x1a\n":
+                    problems.append(f"{outs[0]}: not a PNG file")
+            with open(outs[1], newline="") as fh:
+                rows = list(csv.DictReader(fh))
+            methods = {r.get("method") for r in rows}
+            if methods != set(plan.two_moons):
+                problems.append(f"{outs[1]}: methods {sorted(methods)} != {sorted(plan.two_moons)}")
+            continue
+        planned = {c["key"] for c in plan.tables[target].spec["columns"] if c["eval_dataset"]}
+        with open(outs[2], newline="") as fh:
+            cells = list(csv.DictReader(fh))
+        for key in sorted(planned):
+            for row in plan.tables[target].spec["rows"]:
+                found = [c for c in cells if c["row"] == row["key"] and c["column"] == key]
+                if not found:
+                    problems.append(f"{target}: no cell ({row['key']}, {key}) in {outs[2]}")
+                    continue
+                cell = found[0]
+                if cell["status"] != "ok" or not _is_number(cell["mean"]):
+                    problems.append(
+                        f"{target}: cell ({row['key']}, {key}) is {cell['status']!r} "
+                        f"(mean {cell['mean']!r})"
+                    )
+        if not planned:
+            problems.append(f"{target}: no column of this table is planned at {plan.scale}")
+    return problems
+
+
+def _is_number(text) -> bool:
+    try:
+        float(text)
+    except (TypeError, ValueError):
+        return False
+    return text not in ("", "nan")

@@ -1,0 +1,568 @@
+"""The experiment plan: validated config + the paper's design -> every job, as plain data.
+
+The Snakefile and ``rules/*.smk`` only look things up here, so everything the pipeline does is
+reachable from tests without Snakemake. One :class:`Plan` per (config, scale) holds
+
+* the pretraining runs (``vcr.records.RunSpec``; folder ``work/<scale>/runs/<relpath>``),
+* the evaluation jobs (probe / collapse metrics / classifier record) and their record paths,
+* the table specs (CONTRACT section 7) and the files each table's target needs,
+* the resources of every job (``vcr.plan.resources``).
+
+The design (``vcr/design.yaml``, read by ``vcr.plan.design``) is in the paper's names; a *scale*
+(``mini`` | ``cifar`` | ``paper``) maps those names to what it runs: ``archs`` and ``datasets``
+substitutions (``null`` = "not run at this scale", the renderer prints "not run"), the sweep,
+seeds, recipe overrides, probe grouping and resources. So the three scales share one DAG shape
+and differ only by this lookup.
+
+Design choices (the paper is silent or ambiguous; each is one config key away):
+
+* Run folders are keyed by the RunSpec only, never by table: Table 5 reuses Table 1's
+  ConvNeXt-T runs, and any experiment two tables need is one job.
+* The DAG is static: the full sweep grid x seeds is planned and the selection of alpha/beta/lr
+  happens at render time on validation metrics (``vcr.select``), never on test.
+* Table 1 baselines (``table1_baseline``): ``torchvision_weights`` (the paper: "we abstained from
+  pretraining any of the baseline models") imports the released weights through
+  ``pretrain.py --init-weights`` with ``epochs=0``; such a baseline has ONE seed (a single
+  download; L-BFGS probing is deterministic, repeating it would only copy the number). ``train``
+  trains the baseline with the same recipe and all seeds (what the mini/cifar scales do, since
+  their architectures have no released weights).
+* ResNet-50 recipe (``table1.resnet50_recipe``): ``tv_resnet50_v2`` by default - torchvision's
+  DEFAULT weights when the paper was written, and the label smoothing / mixup of that recipe fits
+  the paper's low ResNet-50 transfer baseline (Cars 43.6 %); ``tv_resnet50_v1`` is the
+  alternative.
+* The learning rate is swept only where the paper sweeps it (``sweep_lr`` in the design: Tables
+  2, 3, 6); Tables 1 and 4 keep the recipe's lr (RunSpec ``lr=0``).
+* Job granularity: one pretraining job per RunSpec; one probe job per (run, protocol, group of
+  eval datasets), the group being a scale setting (``probe_grouping``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from vcr import io
+from vcr.errors import ConfigError
+from vcr.names import (
+    COLLAPSE_METRICS,
+    MEAN_PER_CLASS_DATASETS,
+    PROBE_PROTOCOLS,
+    SCALES,
+    TABLES,
+    TARGET_LABELS,
+    TARGETS,
+)
+from vcr.plan import resources as R
+from vcr.plan.design import Column, Row, TableDesign, load_design
+from vcr.records import RunSpec, fmt_float
+
+
+# ---------------------------------------------------------------------------------------------
+# Planned jobs
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Pretrain:
+    """One pretraining job (one RunSpec)."""
+
+    spec: RunSpec
+    manifest: str
+    overrides: tuple[str, ...] = ()  # recipe overrides, "key=value" (pretrain.py --set)
+    init_weights: str | None = None  # Table 1 baselines imported from torchvision
+
+    @property
+    def key(self) -> str:
+        return self.spec.relpath()
+
+    @property
+    def resource_kind(self) -> str:
+        """``import_weights`` for an imported baseline (no GPU, no time), else ``pretrain``."""
+        return "import_weights" if self.init_weights else "pretrain"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluation job on one run; writes ``outputs`` (the three collapse records, or one)."""
+
+    kind: str  # probe | classifier | collapse
+    run: str  # RunSpec.relpath()
+    protocol: str
+    datasets: tuple[tuple[str, str], ...]  # (dataset, target) evaluated; () for classifier
+    manifests: tuple[str, ...]
+    outputs: tuple[str, ...]
+    overrides: tuple[str, ...] = ()  # "key=value" (--set)
+
+    @property
+    def settings(self) -> list[str]:
+        """``--set`` items: the overrides, plus the label set when it is not the default."""
+        sets = list(self.overrides)
+        targets = {t for _, t in self.datasets}
+        if self.kind == "probe" and targets != {"default"}:
+            if len(targets) > 1:
+                raise ConfigError(f"{self.outputs[0]}: one probe job cannot mix label sets")
+            sets.append(f"target={targets.pop()}")
+        return sets
+
+
+@dataclass
+class TablePlan:
+    name: str
+    spec: dict
+    runs: list[str] = field(default_factory=list)  # relpaths
+    records: list[str] = field(default_factory=list)  # record files the renderer reads
+
+
+def dataset_ref(key: str) -> tuple[str, str]:
+    """``"living_9/super"`` -> ``("living_9", "super")``; no suffix = the default label set."""
+    name, _, target = key.partition("/")
+    return name, (target or "default")
+
+
+def eval_file_part(dataset: str, target: str) -> str:
+    return dataset if target == "default" else f"{dataset}.{target}"
+
+
+def metric_of(dataset: str) -> str:
+    return "mean_per_class" if dataset in MEAN_PER_CLASS_DATASETS else "top1"
+
+
+def format_sets(overrides: dict | None) -> tuple[str, ...]:
+    """``{"epochs": 3, "lr": 0.003}`` -> ``("epochs=3", "lr=0.003")`` (sorted by key)."""
+    return tuple(f"{k}={_fmt_value(v)}" for k, v in sorted((overrides or {}).items()))
+
+
+def _fmt_value(v) -> str:
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float):
+        return fmt_float(v)
+    if isinstance(v, list | tuple):  # a YAML flow list, as vcr.cli.parse_sets parses it
+        return "[" + ",".join(_fmt_value(x) for x in v) + "]"
+    return str(v)
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan
+# ---------------------------------------------------------------------------------------------
+class Plan:
+    """Everything one scale of the pipeline runs. Build with :func:`build_plan`."""
+
+    def __init__(self, config: dict, scale: str | None = None):
+        self.config = config
+        self.scale = scale or config.get("scale", "mini")
+        if self.scale not in SCALES:
+            raise ConfigError(f"scale={self.scale!r}: expected one of {SCALES}")
+        scales = config.get("scales") or {}
+        if self.scale not in scales:
+            raise ConfigError(f"scales.{self.scale}: missing from the config")
+        self.sc = scales[self.scale]
+        self.work = f"{config.get('work_root', 'work')}/{self.scale}"
+        self.results = config.get("results_root", "results")
+        self.data_root = str(config.get("data_root", "data"))
+        self.design = load_design()
+        self._check_maps()
+        self.resources = R.ScaleResources(self.scale, self.sc.get("resources"))
+        self.pretrain: dict[str, Pretrain] = {}
+        self.evals: dict[str, Evaluation] = {}  # keyed by each output path
+        self.datasets: set[str] = set()
+        self.tables: dict[str, TablePlan] = {}
+        tables = self.design.resolve(
+            vcr_placement=config.get("placement", "blocks"),
+            resnet50_recipe=config.get("table1", {}).get("resnet50_recipe", "tv_resnet50_v2"),
+        )
+        for name in TABLES:
+            self.tables[name] = self._plan_table(name, tables[name])
+        self.two_moons = self._plan_two_moons()
+
+    # --- config lookups ----------------------------------------------------------------------
+    def _check_maps(self):
+        dmap = self.sc.get("datasets") or {}
+        missing = [k for k in self.design.datasets if k not in dmap]
+        if missing:
+            raise ConfigError(
+                f"scales.{self.scale}.datasets: missing {missing} (map each to a dataset, "
+                "'<dataset>/<target>', or null = not run at this scale)"
+            )
+        unknown = sorted(set(dmap) - set(self.design.datasets))
+        if unknown:
+            raise ConfigError(f"scales.{self.scale}.datasets: unknown key(s) {unknown}")
+        amap = self.sc.get("archs") or {}
+        missing = [a for a in self.design.archs if a not in amap]
+        if missing:
+            raise ConfigError(f"scales.{self.scale}.archs: missing {missing}")
+        for proto in self.sc.get("protocols", {}) or {}:
+            if proto not in PROBE_PROTOCOLS:
+                raise ConfigError(
+                    f"scales.{self.scale}.protocols.{proto}: not in {PROBE_PROTOCOLS}"
+                )
+
+    def map_dataset(self, key: str) -> tuple[str, str] | None:
+        """Paper dataset key -> (dataset, target) at this scale, or None (not run)."""
+        value = self.sc["datasets"][key]
+        if value is None:
+            return None
+        name, target = dataset_ref(value)
+        if target not in TARGET_LABELS:
+            raise ConfigError(
+                f"scales.{self.scale}.datasets.{key}={value!r}: target {target!r} not in "
+                f"{TARGET_LABELS}"
+            )
+        return name, target
+
+    def map_arch(self, arch: str) -> str:
+        return self.sc["archs"][arch]
+
+    def protocol(self, protocol: str) -> str:
+        return (self.sc.get("protocols") or {}).get(protocol, protocol)
+
+    def seeds(self) -> list[int]:
+        return [int(s) for s in self.sc.get("seeds", [0, 1, 2])]
+
+    def sweep(self, table: str) -> dict:
+        sw = dict(self.sc.get("sweep") or {})
+        sw.update((self.sc.get("sweep_overrides") or {}).get(table, {}))
+        return sw
+
+    def vcr_points(self, table: str) -> list[tuple[float, float]]:
+        sw = self.sweep(table)
+        if sw.get("pairs"):
+            return [(float(a), float(b)) for a, b in sw["pairs"]]
+        alphas = sw.get("alpha", self.design.alphas)
+        betas = sw.get("beta", self.design.betas)
+        return [(float(a), float(b)) for a in alphas for b in betas]
+
+    def lrs(self, table: str, swept: bool) -> list[float]:
+        if not swept:
+            return [0.0]
+        return [float(x) for x in self.sweep(table).get("lr", self.design.lrs)]
+
+    def manifest(self, dataset: str) -> str:
+        self.datasets.add(dataset)
+        return f"{self.work}/data/{dataset}/manifest.json"
+
+    def run_dir(self, relpath: str) -> str:
+        return f"{self.work}/runs/{relpath}"
+
+    def recipe_overrides(self, recipe: str) -> tuple[str, ...]:
+        ro = self.sc.get("recipe_overrides") or {}
+        merged = dict(ro.get("default") or {})
+        merged.update(ro.get(recipe) or {})
+        return format_sets(merged)
+
+    def probe_overrides(self, protocol: str) -> tuple[str, ...]:
+        return format_sets((self.sc.get("probe_overrides") or {}).get(protocol))
+
+    # --- runs --------------------------------------------------------------------------------
+    def _add_run(self, spec: RunSpec, dataset: str, init_weights=None, extra=()) -> str:
+        key = spec.relpath()
+        if key not in self.pretrain:
+            self.pretrain[key] = Pretrain(
+                spec,
+                self.manifest(dataset),
+                self.recipe_overrides(spec.recipe) + tuple(extra),
+                init_weights,
+            )
+        return key
+
+    def _row_runs(self, table: str, row: Row, design: TableDesign, pre: tuple[str, str]):
+        """The RunSpecs of one row on one pretraining dataset (sweep x lr x seeds)."""
+        dataset, target = pre
+        base = dict(
+            scale=self.scale,
+            method=row.method,
+            arch=self.map_arch(row.arch),
+            dataset=dataset,
+            target=target,
+            recipe=row.recipe,
+            cov_scale=self.config.get("cov_scale", "eq2"),
+            delta=float(self.config.get("delta", 0.0)),
+        )
+        keys = []
+        if row.placement == "none":
+            mode = self.sc.get("table1_baseline", "train") if row.baseline == "table1" else "train"
+            if mode == "torchvision_weights":
+                weights = self.config.get("table1", {}).get("weights", {}).get(row.recipe)
+                if weights is None:
+                    raise ConfigError(
+                        f"table1.weights.{row.recipe}: no weights file given for the imported "
+                        "baseline (a torchvision .pth below data_root; README 'Running on SLURM')"
+                    )
+                spec = RunSpec(**base, placement="none", lr=0.0, seed=0)
+                keys.append(
+                    self._add_run(spec, dataset, f"{self.data_root}/{weights}", ("epochs=0",))
+                )
+                return keys
+            for lr, seed in itertools.product(self.lrs(table, design.sweep_lr), self.seeds()):
+                spec = RunSpec(**base, placement="none", lr=lr, seed=seed)
+                keys.append(self._add_run(spec, dataset))
+            return keys
+        for (a, b), lr, seed in itertools.product(
+            self.vcr_points(table), self.lrs(table, design.sweep_lr), self.seeds()
+        ):
+            spec = RunSpec(**base, placement=row.placement, alpha=a, beta=b, lr=lr, seed=seed)
+            keys.append(self._add_run(spec, dataset))
+        return keys
+
+    # --- evaluations -------------------------------------------------------------------------
+    def _add_eval(self, ev: Evaluation) -> None:
+        for out in ev.outputs:
+            old = self.evals.get(out)
+            if old is not None and old != ev:
+                raise ConfigError(f"two different evaluations write {out}")
+            self.evals[out] = ev
+
+    def _probe_evals(self, run: str, cols: list[tuple[Column, str, tuple[str, str]]]):
+        """Probe jobs for one run; cols = (column, protocol, (dataset, target))."""
+        grouping_cfg = self.sc.get("probe_grouping", "per_dataset")
+        by_proto: dict[str, list[tuple[str, str]]] = {}
+        for _, proto, ds in cols:
+            lst = by_proto.setdefault(proto, [])
+            if ds not in lst:
+                lst.append(ds)
+        paths = []
+        for proto, dss in by_proto.items():
+            grouping = (
+                grouping_cfg.get(proto, "per_dataset")
+                if isinstance(grouping_cfg, dict)
+                else grouping_cfg
+            )
+            groups = [dss] if grouping == "per_protocol" else [[d] for d in dss]
+            for group in groups:
+                name = "+".join(eval_file_part(*d) for d in group)
+                out = f"{self.run_dir(run)}/eval/{proto}-{name}.json"
+                self._add_eval(
+                    Evaluation(
+                        "probe",
+                        run,
+                        proto,
+                        tuple(group),
+                        tuple(self.manifest(d) for d, _ in group),
+                        (out,),
+                        self.probe_overrides(proto),
+                    )
+                )
+                paths.append(out)
+        return paths
+
+    def _plan_table(self, name: str, design: TableDesign) -> TablePlan:
+        columns, active = [], []
+        for col in design.columns:
+            pre = self._column_pretrain(design, col)
+            ev = None
+            if col.kind == "probe":
+                ev = self.map_dataset(col.eval_key)
+            elif pre is not None:
+                ev = pre  # classifier / collapse: measured on the run's own dataset
+            ok = pre is not None and ev is not None
+            metric = col.metric or (metric_of(ev[0]) if ev else metric_of(col.key))
+            column = {
+                "key": col.key,
+                "label": col.label,
+                "eval_dataset": ev[0] if ok else None,
+                "metric": metric,
+                "protocol": self.protocol(col.protocol) if col.kind == "probe" else col.kind,
+            }
+            if ok and col.pretrain_key:
+                # Tables 2, 3: each column has its own pretraining runs (CONTRACT 7 column match)
+                column["match"] = {"dataset": pre[0], "target": pre[1]}
+            columns.append(column)
+            if ok:
+                active.append((col, pre, ev))
+        rows, runs, records = [], [], []
+        for row in design.rows:
+            match = {
+                "method": row.method,
+                "arch": self.map_arch(row.arch),
+                "recipe": row.recipe,
+                "placement": row.placement,
+            }
+            if row.pretrain_key is not None and self.map_dataset(row.pretrain_key):
+                match["dataset"] = self.map_dataset(row.pretrain_key)[0]
+            rows.append({"key": row.key, "label": row.label, "match": match})
+            # group the active columns by pretraining dataset (Tables 2, 3: one per column)
+            by_pre: dict[tuple[str, str], list] = {}
+            for col, pre, ev in active:
+                by_pre.setdefault(pre, []).append((col, ev))
+            for pre, cols in by_pre.items():
+                for run in self._row_runs(name, row, design, pre):
+                    runs.append(run)
+                    records += self._run_records(run, cols)
+        spec = {"table": name, "scale": self.scale, "rows": rows, "columns": columns}
+        return TablePlan(name, spec, _unique(runs), _unique(records))
+
+    def _column_pretrain(self, design: TableDesign, col: Column):
+        key = col.pretrain_key or design.rows[0].pretrain_key
+        return self.map_dataset(key) if key else None
+
+    def _run_records(self, run: str, cols) -> list[str]:
+        out = []
+        probes = [(c, self.protocol(c.protocol), ev) for c, ev in cols if c.kind == "probe"]
+        if probes:
+            out += self._probe_evals(run, probes)
+        for col, ev in cols:
+            d = self.run_dir(run)
+            if col.kind == "classifier":
+                path = f"{d}/eval/classifier-{eval_file_part(*ev)}.json"
+                self._add_eval(Evaluation("classifier", run, "classifier", (ev,), (), (path,)))
+                out.append(path)
+            elif col.kind == "collapse":
+                outs = tuple(f"{d}/eval/collapse/{m}.json" for m in COLLAPSE_METRICS)
+                self._add_eval(
+                    Evaluation(
+                        "collapse",
+                        run,
+                        "collapse",
+                        (ev,),
+                        (self.manifest(ev[0]),),
+                        outs,
+                        format_sets(self.sc.get("collapse_overrides")),
+                    )
+                )
+                out.append(f"{d}/eval/collapse/{col.metric}.json")
+        return out
+
+    # --- figure 2 ----------------------------------------------------------------------------
+    def _plan_two_moons(self) -> dict[str, str]:
+        tm = self.sc.get("two_moons") or {}
+        if tm.get("run", True) is False:
+            return {}
+        methods = tm.get("methods", self.design.figure2_methods)
+        return {m: f"{self.work}/two_moons/{m}.pt" for m in methods}
+
+    def two_moons_seeds(self) -> str:
+        return str((self.sc.get("two_moons") or {}).get("seeds", "0-9"))
+
+    def two_moons_sets(self) -> list[str]:
+        return list(format_sets((self.sc.get("two_moons") or {}).get("set")))
+
+    # --- outputs -----------------------------------------------------------------------------
+    def spec_path(self, table: str) -> str:
+        return f"{self.work}/tables/{table}.json"
+
+    def table_outputs(self, table: str) -> list[str]:
+        if table == "figure2":
+            return self.figure_outputs()
+        return [f"{self.results}/tables/{table}.{ext}" for ext in ("md", "tex", "csv")]
+
+    def figure_outputs(self) -> list[str]:
+        return [f"{self.results}/figures/figure2.png", f"{self.results}/tables/figure2_margins.csv"]
+
+    def all_targets(self) -> list[str]:
+        return [p for t in TARGETS for p in self.table_outputs(t)]
+
+    def write_spec(self, table: str, path: str | None = None, log: str | None = None) -> None:
+        path = path or self.spec_path(table)
+        io.write_json(path, self.tables[table].spec)
+        if log:
+            io.write_text(log, f"wrote {path} from vcr.plan (scale {self.scale})\n")
+
+    # --- lookups by job ----------------------------------------------------------------------
+    def pretrain_job(self, key: str) -> Pretrain:
+        try:
+            return self.pretrain[key]
+        except KeyError:
+            raise ConfigError(
+                f"run {key!r} is not in the {self.scale} plan (check the sweep/seeds config)"
+            ) from None
+
+    def eval_job(self, path: str) -> Evaluation:
+        try:
+            return self.evals[path]
+        except KeyError:
+            raise ConfigError(f"{path} is not an evaluation in the {self.scale} plan") from None
+
+    def probe_job(self, run: str, protocol: str, evalname: str) -> Evaluation:
+        return self.eval_job(f"{self.run_dir(run)}/eval/{protocol}-{evalname}.json")
+
+    def classifier_job(self, run: str, evalname: str) -> Evaluation:
+        return self.eval_job(f"{self.run_dir(run)}/eval/classifier-{evalname}.json")
+
+    def collapse_job(self, run: str) -> Evaluation:
+        return self.eval_job(f"{self.run_dir(run)}/eval/collapse/{COLLAPSE_METRICS[0]}.json")
+
+    # --- resources ---------------------------------------------------------------------------
+    def pretrain_resources(self, key: str) -> dict[str, Any]:
+        job = self.pretrain_job(key)
+        if job.init_weights:  # importing weights needs no GPU and no time
+            return self.resources.merged("import_weights")
+        return self.resources.merged("pretrain", job.spec.recipe, job.spec.dataset)
+
+    def launcher(self, key: str) -> str:
+        """``python`` or the torchrun line of a pretraining job's resources."""
+        return R.launcher(self.pretrain_resources(key))
+
+    def rule_resources(self, rule: str) -> dict[str, Any]:
+        """The ``resources:`` directive of a rule: ``{name: value or callable(wildcards)}``.
+
+        Only the resources some job of this rule sets at this scale are declared (Snakemake
+        evaluates every declared resource of every job, several times; on the 4k-job paper
+        DAG that is most of the dry-run time).
+        """
+        if rule == "pretrain":
+            per_run = {k: R.effective(self.pretrain_resources(k)) for k in self.pretrain}
+            return R.per_job(per_run, lambda wc: wc.run)
+        if rule == "probe":
+            per_proto = {p: R.effective(self.resources.merged("probe", p)) for p in PROBE_PROTOCOLS}
+            return R.per_job(per_proto, lambda wc: wc.protocol)
+        return R.effective(self.resources.merged(rule))
+
+    # --- counts ------------------------------------------------------------------------------
+    def table_jobs(self, table: str) -> dict[str, int]:
+        """Jobs a table's target runs from scratch, by rule name (what ``snakemake -n`` lists)."""
+        counts: dict[str, int] = {}
+
+        def add(rule, n=1):
+            counts[rule] = counts.get(rule, 0) + n
+
+        if table == "figure2":
+            add("two_moons", len(self.two_moons))
+            add("plot_figure2")
+            return counts
+        tp = self.tables[table]
+        datasets = set()
+        for run in tp.runs:
+            add("pretrain")
+            datasets.add(self.pretrain[run].spec.dataset)
+        seen = set()
+        for rec in tp.records:
+            ev = self.evals[rec]
+            if id(ev) in seen:
+                continue
+            seen.add(id(ev))
+            add(EVAL_RULES[ev.kind])
+            datasets.update(d for d, _ in ev.datasets if ev.kind != "classifier")
+        if datasets:
+            add("prepare_data", len(datasets))
+        add("table_spec")
+        add("render_table")
+        return dict(sorted(counts.items()))
+
+    def total_jobs(self) -> int:
+        """Jobs of ``all`` from scratch (shared runs counted once), incl. the ``all`` rule."""
+        probes = {id(e): e for e in self.evals.values()}
+        n = len(self.pretrain) + len(probes) + len(self.datasets)
+        n += 2 * len(TABLES)  # table_spec + render_table
+        n += len(self.two_moons) + 1 if self.two_moons else 0
+        return n + 1
+
+    def summary(self) -> dict:
+        return {
+            "scale": self.scale,
+            "pretrain_runs": len(self.pretrain),
+            "evaluation_jobs": len({id(e) for e in self.evals.values()}),
+            "datasets": sorted(self.datasets),
+            "per_table": {t: self.table_jobs(t) for t in TARGETS},
+            "total_jobs": self.total_jobs(),
+        }
+
+
+# The rule that runs each kind of evaluation.
+EVAL_RULES = {"probe": "probe", "classifier": "classifier_metric", "collapse": "collapse"}
+
+
+def _unique(items):
+    return list(dict.fromkeys(items))
+
+
+def build_plan(config: dict, scale: str | None = None) -> Plan:
+    return Plan(config, scale)

@@ -1,0 +1,49 @@
+"""What every probe shares: feature tensors on the device, the standardiser, the finite check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def as_float(X, device, dtype=torch.float32) -> torch.Tensor:
+    return torch.as_tensor(X).to(device=device, dtype=dtype)
+
+
+def as_labels(y, device) -> torch.Tensor:
+    return torch.as_tensor(y).reshape(-1).to(device=device, dtype=torch.long)
+
+
+def num_classes_of(num_classes, *ys) -> int:
+    if num_classes is not None:
+        return int(num_classes)
+    return int(max(int(torch.as_tensor(y).max()) for y in ys if len(y)) + 1)
+
+
+@dataclass
+class Standardizer:
+    """z-scoring with statistics of the fitting split only (std floored so constant features
+    stay finite)."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    @classmethod
+    def fit(cls, X: torch.Tensor, enabled: bool = True, eps: float = 1e-6) -> Standardizer:
+        if not enabled:
+            d = X.shape[1]
+            return cls(X.new_zeros(d), X.new_ones(d))
+        std, mean = torch.std_mean(X, 0, correction=0)
+        return cls(mean, std.clamp_min(eps))
+
+    def __call__(self, X: torch.Tensor) -> torch.Tensor:
+        return (X - self.mean) / self.std
+
+
+def check_finite(name: str, X: torch.Tensor) -> None:
+    if not torch.isfinite(X).all():
+        bad = int((~torch.isfinite(X)).sum())
+        raise ValueError(
+            f"{name} holds {bad} non-finite values (NaN/inf features from the backbone?)"
+        )

@@ -1,0 +1,143 @@
+"""What a run writes about itself: provenance (``run.json``), the per-epoch log (``log.jsonl``)
+and progress (a tqdm bar on a terminal, plain periodic lines in a log file)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+from vcr import io
+
+LOG = "log.jsonl"
+
+
+def code_version() -> str:
+    """``git describe`` of the checkout (``-dirty`` with local changes)."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--tags"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        if out.returncode == 0:
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    import vcr
+
+    return f"vcr {vcr.__version__} (no git)"
+
+
+def package_versions() -> dict:
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for name in ("torch", "torchvision", "timm", "numpy"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def append_log(run_dir: Path, entry: dict) -> None:
+    """One line of ``log.jsonl``, flushed to disk (a killed job keeps every finished epoch)."""
+    with open(Path(run_dir) / LOG, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(entry, sort_keys=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def truncate_log(run_dir: Path, before_epoch: int) -> None:
+    """On resume, drop log lines of epochs the checkpoint does not cover (written after it)."""
+    path = Path(run_dir) / LOG
+    if not path.is_file():
+        return
+    keep = [
+        ln
+        for ln in path.read_text().splitlines()
+        if ln.strip() and json.loads(ln).get("epoch", -1) < before_epoch
+    ]
+    io.write_text(path, "".join(ln + "\n" for ln in keep))
+
+
+class Progress:
+    """A tqdm bar on a terminal; else a plain line every ``print_freq`` steps (SLURM logs).
+    Only the main rank reports."""
+
+    def __init__(self, *, enabled: bool, total: int, initial: int, print_freq: int):
+        self.enabled, self.total, self.print_freq = enabled, total, max(1, print_freq)
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc="train", leave=False)
+
+    def step(self, epoch: int, steps_done: int, logs: dict) -> None:
+        """After a step; ``steps_done`` counts the steps of this epoch so far."""
+        if self.bar is not None:
+            self.bar.set_description(f"epoch {epoch}")
+            self.bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.3g}")
+            self.bar.update(1)
+        elif self.enabled and steps_done % self.print_freq == 0:
+            print(
+                f"epoch {epoch} step {steps_done}/{self.total} "
+                f"loss {logs['loss']:.4f} lr {logs['lr']:.4g}",
+                flush=True,
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def provenance(spec, recipe) -> dict:
+    """What every run.json starts with: the run's parameters, its recipe and the code."""
+    return {
+        "params": spec.to_dict(),
+        "recipe": recipe.to_dict(),
+        "seed": spec.seed,
+        "code_version": code_version(),
+        "packages": package_versions(),
+    }
+
+
+def write_run_json(
+    run_dir, spec, recipe, *, device, world_size, lr, steps_per_epoch, vcr_layers, resumed_at
+) -> None:
+    """``run.json`` of a training run (rewritten at every start or resume), and its summary
+    line in the log."""
+    batch_per_rank = recipe.batch_size // world_size
+    io.write_json(
+        Path(run_dir) / "run.json",
+        {
+            **provenance(spec, recipe),
+            "device": str(device),
+            "world_size": world_size,
+            "global_batch": recipe.batch_size,
+            "batch_per_rank": batch_per_rank,
+            "lr": lr,
+            "lr_rule": (
+                f"{'--lr' if spec.lr else 'recipe lr'}"
+                f"{' x batch/256' if recipe.lr_scaling == 'linear' else ''}; "
+                "not rescaled by world size (global batch is fixed)"
+            ),
+            "steps_per_epoch": steps_per_epoch,
+            "vcr_layers": vcr_layers,
+            "resumed_at": list(resumed_at) if resumed_at else None,
+        },
+    )
+    at = f", resumed at epoch {resumed_at[0]} step {resumed_at[1]}" if resumed_at else ""
+    print(
+        f"run {run_dir}: {spec.method} {spec.arch} on {spec.dataset}, {world_size} "
+        f"process(es) x batch {batch_per_rank} (global {recipe.batch_size}), peak lr "
+        f"{lr:.4g}, {steps_per_epoch} steps/epoch, VCR on {len(vcr_layers)} layers{at}",
+        flush=True,
+    )
