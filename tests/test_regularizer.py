@@ -227,13 +227,26 @@ def test_dead_channel_gives_no_nan(eps):
 
 
 def test_non_finite_input_names_the_layer():
+    from vcr.attach import raise_if_nonfinite
+
     h = _features("nd").clone()
     h[3, 1] = float("nan")
     h.requires_grad_()
-    layer = VCRLayer(0.64, 0.02, name="stages.2.blocks.5")
+    match = r"stages\.2\.blocks\.5.*alpha=0\.64.*beta=0\.02"
+    # "sync": raised inside the backward (a host sync per layer)
+    layer = VCRLayer(0.64, 0.02, name="stages.2.blocks.5", check_finite="sync")
     layer(h)
-    with pytest.raises(NonFiniteError, match=r"stages\.2\.blocks\.5.*alpha=0\.64.*beta=0\.02"):
+    with pytest.raises(NonFiniteError, match=match):
         vcr_penalty(layer).backward()
+    # default: a flag on the device, read when asked (the trainer: at logging and checkpoints)
+    model = nn.Module()
+    layer = VCRLayer(0.64, 0.02, name="stages.2.blocks.5")
+    model.__dict__["_vcr_layers"] = {"stages.2.blocks.5": layer}
+    layer(h)
+    vcr_penalty(layer).backward()  # no sync, no error yet
+    assert layer.nonfinite is not None
+    with pytest.raises(NonFiniteError, match=match):
+        raise_if_nonfinite(model)
 
 
 def test_half_precision_input_uses_fp32_covariance():

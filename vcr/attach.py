@@ -31,12 +31,13 @@ the projector's hidden activations (each ReLU output) and its output embedding.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torch import nn
 
-from vcr.errors import ConfigError
+from vcr.errors import ConfigError, NonFiniteError
 from vcr.regularizer import VCRLayer
 
 __all__ = [
@@ -45,7 +46,9 @@ __all__ = [
     "VCRSites",
     "attach_vcr",
     "detach_vcr",
+    "raise_if_nonfinite",
     "register_architecture",
+    "set_vcr_recording",
     "vcr_layers",
     "vcr_sites",
     "vcr_stats",
@@ -288,14 +291,51 @@ def vcr_layers(model: nn.Module) -> dict[str, VCRLayer]:
 
 
 def vcr_stats(model: nn.Module) -> dict[str, float]:
-    """Mean over layers of the last backward's ``l_var``, ``l_cov``, ``std_mean`` as floats
-    (keys ``vcr/l_var``, ``vcr/l_cov``, ``vcr/std_mean``); empty when none attached or no
-    backward has run yet. One host sync per call: call it at logging time, not every step."""
+    """The last backward's VCR terms as floats: the mean over layers of ``l_var``, ``l_cov``,
+    ``std_mean`` (keys ``vcr/l_var``, ...), and, where the layers recorded it
+    (``set_vcr_recording``), the ratio ||g_vcr|| / ||g_task|| at each site
+    (``vcr/grad_ratio/<module name>``) and its median over sites (``vcr/grad_ratio_median``).
+    Empty when none attached or no backward has run yet. One host sync per call: call it at
+    logging time, not every step."""
     import torch
 
-    lasts = [lay.last for lay in vcr_layers(model).values() if lay.last is not None]
-    if not lasts:
+    layers = {n: lay for n, lay in vcr_layers(model).items() if lay.last is not None}
+    if not layers:
         return {}
     keys = ("l_var", "l_cov", "std_mean")
-    vals = torch.stack([torch.stack([last[k].float() for last in lasts]).mean() for k in keys])
-    return {f"vcr/{k}": float(v) for k, v in zip(keys, vals.tolist())}
+    values = [torch.stack([lay.last[k].float() for lay in layers.values()]).mean() for k in keys]
+    ratios = {n: lay.last["grad_ratio"] for n, lay in layers.items() if "grad_ratio" in lay.last}
+    if ratios:
+        values += [r.float() for r in ratios.values()]
+    floats = torch.stack(values).tolist()
+    out = {f"vcr/{k}": v for k, v in zip(keys, floats)}
+    if ratios:
+        per_site = dict(zip(ratios, floats[len(keys) :]))
+        out.update({f"vcr/grad_ratio/{n}": v for n, v in per_site.items()})
+        out["vcr/grad_ratio_median"] = statistics.median(per_site.values())
+    return out
+
+
+def set_vcr_recording(model: nn.Module, on: bool) -> None:
+    """Record the ratio ||g_vcr|| / ||g_task|| at every site in the next backwards (two
+    norms per site; the trainer turns it on at logging steps only)."""
+    for layer in vcr_layers(model).values():
+        layer.record = bool(on)
+        if not on and layer.last is not None:
+            layer.last.pop("grad_ratio", None)
+
+
+def raise_if_nonfinite(model: nn.Module) -> None:
+    """Raise ``NonFiniteError`` naming the first layer whose statistics went non-finite since
+    the flags were last cleared (one host sync for all layers); then clear the flags."""
+    import torch
+
+    layers = [lay for lay in vcr_layers(model).values() if lay.nonfinite is not None]
+    if not layers:
+        return
+    counts = torch.stack([lay.nonfinite for lay in layers]).tolist()
+    bad = [lay for lay, c in zip(layers, counts) if c]
+    if bad:
+        raise NonFiniteError(bad[0]._nonfinite_message())
+    for lay in layers:
+        lay.nonfinite = None

@@ -96,6 +96,11 @@ class Recipe:
     # --- VCR (the run's alpha/beta/placement come from the RunSpec)
     vcr_eps: float = 1e-4
     vcr_global_stats: bool = False  # DDP: local per-GPU stats (paper's Alg. 1 per GPU)
+    # bf16 outputs: stochastic rounding of task + VCR gradient (keeps a VCR part below bf16's
+    # resolution in expectation) | nearest (erases it); see vcr.regularizer.VCRLayer
+    vcr_rounding: str = "stochastic"
+    vcr_matmul: str = "fp32"  # fp32 | bf16 (tensor-core backward products, fp32 accumulation)
+    vcr_max_samples: int = 0  # approximate VCR on this many random rows per output; 0 = exact
     # --- mechanics
     amp_dtype: str = "bf16"  # autocast dtype on GPU: bf16 | fp16 (with a GradScaler) | none
     channels_last: bool = True  # on GPU
@@ -133,6 +138,8 @@ class Recipe:
             "resolution": ("auto", "recipe", "native"),
             "auto_augment": ("", "ra", "ta_wide", "augmix", "imagenet"),
             "amp_dtype": ("bf16", "fp16", "none"),
+            "vcr_rounding": ("stochastic", "nearest"),
+            "vcr_matmul": ("fp32", "bf16"),
         }
         for key, allowed in checks.items():
             if getattr(self, key) not in allowed:

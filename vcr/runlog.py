@@ -68,9 +68,26 @@ def truncate_log(run_dir: Path, before_epoch: int) -> None:
     io.write_text(path, "".join(ln + "\n" for ln in keep))
 
 
+def read_log(run_dir) -> list[dict]:
+    """The epochs of ``log.jsonl`` (empty when there is none)."""
+    path = Path(run_dir) / LOG
+    if not path.is_file():
+        return []
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+
+
+def grad_ratio_summary(run_dir) -> dict:
+    """How strong VCR was: the median over sites of ||g_vcr|| / ||g_task||, averaged over the
+    logging steps of the first and of the last epoch (for final.json; empty without VCR)."""
+    ratios = [e["vcr/grad_ratio_median"] for e in read_log(run_dir) if "vcr/grad_ratio_median" in e]
+    if not ratios:
+        return {}
+    return {"vcr_grad_ratio_median": ratios[-1], "vcr_grad_ratio_median_first_epoch": ratios[0]}
+
+
 class Progress:
-    """A tqdm bar on a terminal; else a plain line every ``print_freq`` steps (SLURM logs).
-    Only the main rank reports."""
+    """A tqdm bar on a terminal; else a plain line at every logging step (SLURM logs). Only the
+    main rank reports. Called at logging steps only (each report reads device values)."""
 
     def __init__(self, *, enabled: bool, total: int, initial: int, print_freq: int):
         self.enabled, self.total, self.print_freq = enabled, total, max(1, print_freq)
@@ -81,15 +98,15 @@ class Progress:
             self.bar = tqdm(total=total, initial=initial, desc="train", leave=False)
 
     def step(self, epoch: int, steps_done: int, logs: dict) -> None:
-        """After a step; ``steps_done`` counts the steps of this epoch so far."""
+        """Report after a logging step; ``steps_done`` counts this epoch's steps so far."""
+        loss, lr = float(logs["loss"]), float(logs["lr"])
         if self.bar is not None:
             self.bar.set_description(f"epoch {epoch}")
-            self.bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.3g}")
-            self.bar.update(1)
-        elif self.enabled and steps_done % self.print_freq == 0:
+            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}")
+            self.bar.update(steps_done - self.bar.n)
+        elif self.enabled:
             print(
-                f"epoch {epoch} step {steps_done}/{self.total} "
-                f"loss {logs['loss']:.4f} lr {logs['lr']:.4g}",
+                f"epoch {epoch} step {steps_done}/{self.total} loss {loss:.4f} lr {lr:.4g}",
                 flush=True,
             )
 

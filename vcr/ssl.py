@@ -86,13 +86,13 @@ def build_projector(method: str, in_dim: int, recipe) -> nn.Module:
 
 
 def ssl_loss(method: str, z1, z2, recipe) -> tuple[torch.Tensor, dict[str, float]]:
-    """The method's loss and its logged parts."""
+    """The method's loss and its logged parts (detached tensors: read at logging steps)."""
     if method == "simclr":
         loss = info_nce_loss(z1, z2, recipe.temperature)
-        return loss, {"ssl/info_nce": float(loss.detach())}
+        return loss, {"ssl/info_nce": loss.detach()}
     if method == "vicreg":
         t = vicreg_terms(z1, z2)
         c = recipe.vicreg_coeffs
         loss = c[0] * t["sim"] + c[1] * t["std"] + c[2] * t["cov"]
-        return loss, {f"ssl/{k}": float(v.detach()) for k, v in t.items()}
+        return loss, {f"ssl/{k}": v.detach() for k, v in t.items()}
     raise ValueError(f"unknown SSL method {method!r}")

@@ -31,7 +31,9 @@ import copy
 import json
 import random
 import signal
+import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ from torch import nn
 
 from vcr import distributed as vdist
 from vcr import io
+from vcr.attach import raise_if_nonfinite
 from vcr.checkpoint import CHECKPOINT, TrainState, load_checkpoint, save_checkpoint
 from vcr.cli import resolve_device
 from vcr.errors import ConfigError, NonFiniteError
@@ -49,7 +52,15 @@ from vcr.preemption import Preempted, StopFlag, stop_on_signals
 from vcr.recipes import Recipe, get_recipe
 from vcr.records import RunSpec
 from vcr.regularizer import vcr_penalty
-from vcr.runlog import LOG, Progress, append_log, provenance, truncate_log, write_run_json
+from vcr.runlog import (
+    LOG,
+    Progress,
+    append_log,
+    grad_ratio_summary,
+    provenance,
+    truncate_log,
+    write_run_json,
+)
 from vcr.scoring import accuracy_from_counts
 
 BACKBONE = "backbone.pt"
@@ -69,12 +80,18 @@ def training_step(
     autocast=None,
     describe=None,
     inject_nan=False,
+    watch=None,
 ):
     """One optimizer step shared by every loop (pretraining, fine-tuning, the two-moons toy).
 
     ``loss_fn(model, batch) -> (task_loss, logs)``. The loss that is differentiated is
-    ``task_loss + vcr_penalty(model)``. Raises ``NonFiniteError`` (with ``describe()``) before
-    the backward if the loss is not finite, so no weight is touched by a NaN step.
+    ``task_loss + vcr_penalty(model)``. Returns the logs as detached tensors (no host sync).
+
+    Non-finite loss: without ``watch``, raises ``NonFiniteError`` (with ``describe()``) before
+    the backward, so no weight is touched by a NaN step (one host sync per step). With a
+    :class:`NonFiniteWatch` (the trainer) the check stays on the device and is read at logging
+    steps and before every checkpoint: the run stops there, and no checkpoint or backbone holds
+    the NaN step's weights.
     """
     optimizer.zero_grad(set_to_none=True)
     with autocast if autocast is not None else contextlib.nullcontext():
@@ -82,7 +99,9 @@ def training_step(
     loss = task_loss + vcr_penalty(model)
     if inject_nan:
         loss = loss * float("nan")
-    if not bool(torch.isfinite(loss.detach())):
+    if watch is not None:
+        watch.update(loss.detach())
+    elif not bool(torch.isfinite(loss.detach())):
         where = describe() if describe else ""
         raise NonFiniteError(f"non-finite loss {float(loss.detach())} {where}".strip())
     try:
@@ -102,8 +121,28 @@ def training_step(
         where = describe() if describe else ""
         raise NonFiniteError(f"{err} {where}".strip()) from err
     logs = dict(logs)
-    logs["loss"] = float(loss.detach())
+    logs["loss"] = loss.detach()
     return logs
+
+
+class NonFiniteWatch:
+    """The first step whose loss was not finite, kept on the device: no host sync per step."""
+
+    def __init__(self, device, first_step: int):
+        self.first_step = int(first_step)
+        self.steps = torch.zeros((), dtype=torch.long, device=device)
+        self.bad = torch.full((), -1, dtype=torch.long, device=device)
+
+    def update(self, loss: torch.Tensor) -> None:
+        self.bad = torch.where((self.bad < 0) & ~torch.isfinite(loss), self.steps, self.bad)
+        self.steps += 1
+
+    def check(self, describe) -> None:
+        """Raise ``NonFiniteError`` (one host sync) if a watched step had a non-finite loss."""
+        bad = int(self.bad)
+        if bad >= 0:
+            step = self.first_step + bad
+            raise NonFiniteError(f"non-finite loss {describe(step)}")
 
 
 def supervised_loss(criterion):
@@ -111,9 +150,9 @@ def supervised_loss(criterion):
         images, targets = batch
         output = model(images)
         loss = criterion(output, targets)
-        logs = {"task_loss": float(loss.detach())}
+        logs = {"task_loss": loss.detach()}
         if targets.dim() == 1:  # hard labels: training accuracy is defined
-            logs["train_top1"] = float((output.argmax(1) == targets).float().mean())
+            logs["train_top1"] = (output.argmax(1) == targets).float().mean()
         return loss, logs
 
     return loss_fn
@@ -126,7 +165,7 @@ def ssl_loss_fn(method, recipe):
         (x1, x2), _ = batch
         z1, z2 = model(x1), model(x2)
         loss, logs = ssl_loss(method, z1, z2, recipe)
-        logs["task_loss"] = float(loss.detach())
+        logs["task_loss"] = loss.detach()
         return loss, logs
 
     return loss_fn
@@ -147,6 +186,7 @@ class RunContext:
     steps_per_epoch: int = 0
     mixup: Any = None  # callable(images, targets) -> (images, soft targets) or None
     stop: StopFlag = field(default_factory=StopFlag)  # set by a stop signal
+    warned_bf16: bool = False
 
     @property
     def batch_per_rank(self) -> int:
@@ -182,7 +222,12 @@ def use_channels_last(device: torch.device, recipe: Recipe) -> bool:
 
 def train_one_epoch(ctx: RunContext, state: TrainState, loader, loss_fn, *, vcr_on: bool):
     """Train from ``state.step_in_epoch`` to the end of ``state.epoch``; returns the epoch's
-    mean logs. Writes a checkpoint and raises ``Preempted`` if a stop signal arrives."""
+    mean logs. Writes a checkpoint and raises ``Preempted`` if a stop signal arrives.
+
+    The host waits for the device only at logging steps (the first of every ``print_freq``
+    steps and the last of the epoch): progress, the VCR statistics (recorded in those steps'
+    backwards only) and the non-finite checks are read there, and before a checkpoint."""
+    from vcr.attach import set_vcr_recording
     from vcr.optim import update_ema
 
     recipe, model = ctx.recipe, state.model
@@ -192,25 +237,37 @@ def train_one_epoch(ctx: RunContext, state: TrainState, loader, loss_fn, *, vcr_
         state.sums, state.counts = {}, {}
     sums, counts = state.sums, state.counts
     n_images, t0 = 0, time.perf_counter()
+    log_every = max(1, recipe.print_freq)
     progress = Progress(
         enabled=ctx.dist.is_main,
         total=ctx.steps_per_epoch,
         initial=state.step_in_epoch,
-        print_freq=recipe.print_freq,
+        print_freq=log_every,
     )
+    watch = NonFiniteWatch(ctx.device, state.global_step)
+
+    def describe(step):
+        return (
+            f"in run {ctx.run_dir} at step {step} (epoch {state.epoch}), alpha={ctx.spec.alpha}, "
+            f"beta={ctx.spec.beta}, placement={ctx.spec.placement}"
+        )
+
+    def check_finite():
+        watch.check(describe)
+        if vcr_on:
+            try:
+                raise_if_nonfinite(state.model_without_ddp)
+            except NonFiniteError as err:
+                raise NonFiniteError(f"{err} {describe(state.global_step)}") from err
+
     for images, targets in loader:
+        k = state.step_in_epoch
+        logging_step = k % log_every == 0 or k + 1 == ctx.steps_per_epoch
         images, targets = ctx.to_device(images), targets.to(ctx.device, non_blocking=True)
         if ctx.mixup is not None:
             images, targets = ctx.mixup(images, targets)
-        step = state.global_step
-
-        def describe(step=step):
-            return (
-                f"in run {ctx.run_dir} at step {step} (epoch {state.epoch}, step-in-epoch "
-                f"{state.step_in_epoch}), alpha={ctx.spec.alpha}, beta={ctx.spec.beta}, "
-                f"placement={ctx.spec.placement}"
-            )
-
+        if vcr_on:
+            set_vcr_recording(vcr_target(state.model_without_ddp), logging_step)
         logs = training_step(
             model,
             loss_fn,
@@ -219,17 +276,11 @@ def train_one_epoch(ctx: RunContext, state: TrainState, loader, loss_fn, *, vcr_
             scaler=state.scaler,
             clip_grad_norm=recipe.clip_grad_norm,
             autocast=autocast,
-            describe=describe,
-            inject_nan=(step == recipe.inject_nan_step),
+            inject_nan=(state.global_step == recipe.inject_nan_step),
+            watch=watch,
         )
         logs["lr"] = state.optimizer.param_groups[0]["lr"]
         state.scheduler.step()
-        if vcr_on and (
-            ctx.device.type == "cpu"  # a host sync per call: free on CPU, sampled on GPU
-            or state.step_in_epoch % max(1, recipe.print_freq) == 0
-            or state.step_in_epoch + 1 == ctx.steps_per_epoch
-        ):
-            logs.update(_vcr_stats(state.model_without_ddp))
         if state.ema is not None:
             update_ema(
                 state.ema,
@@ -238,22 +289,64 @@ def train_one_epoch(ctx: RunContext, state: TrainState, loader, loss_fn, *, vcr_
                 step_in_epoch=state.step_in_epoch,
                 epoch=state.epoch,
             )
-        for k, v in logs.items():
-            sums[k] = sums.get(k, 0.0) + v
-            counts[k] = counts.get(k, 0) + 1
+        if logging_step:
+            check_finite()
+            if vcr_on:
+                stats = _vcr_stats(state.model_without_ddp)
+                _warn_below_bf16(ctx, stats)
+                logs.update(stats)
+        for key, v in logs.items():
+            v = v.detach().double() if isinstance(v, torch.Tensor) else v
+            sums[key] = sums[key] + v if key in sums else v
+            counts[key] = counts.get(key, 0) + 1
         state.step_in_epoch += 1
         state.global_step += 1
         n_images += _batch_len(images) * ctx.dist.world_size
-        progress.step(state.epoch, state.step_in_epoch, logs)
-        if vdist.any_flag(bool(ctx.stop), device=ctx.device):
-            ctx.checkpoint(state)
-            raise Preempted(ctx.stop.signum or signal.SIGTERM)
+        if logging_step:
+            progress.step(state.epoch, state.step_in_epoch, logs)
+            if vdist.any_flag(bool(ctx.stop), device=ctx.device):
+                check_finite()
+                ctx.checkpoint(state)
+                raise Preempted(ctx.stop.signum or signal.SIGTERM)
     progress.close()
+    check_finite()
     elapsed = time.perf_counter() - t0
-    out = {k: sums[k] / counts[k] for k in sums}
-    out["images_per_s"] = n_images / elapsed if elapsed > 0 else float("nan")
-    out["train_time_s"] = elapsed
-    return out
+    means = {key: sums[key] / counts[key] for key in sums}
+    tensors = [key for key, v in means.items() if isinstance(v, torch.Tensor)]
+    if tensors:  # one host sync for the epoch's means
+        means.update(zip(tensors, torch.stack([means[key] for key in tensors]).tolist()))
+    means["images_per_s"] = n_images / elapsed if elapsed > 0 else float("nan")
+    means["train_time_s"] = elapsed
+    return means
+
+
+# bf16 keeps 8 significant bits: a gradient part below half a step (2^-9 of the sum) is lost
+# by round-to-nearest wherever it is summed.
+BF16_RESOLUTION = 2.0**-9
+
+
+def _warn_below_bf16(ctx: RunContext, stats: dict) -> None:
+    """Say once per run when VCR's gradient is below bf16's resolution at some sites."""
+    if ctx.warned_bf16 or ctx.recipe.amp_dtype != "bf16" or ctx.autocast() is None:
+        return
+    sites = {k: v for k, v in stats.items() if k.startswith("vcr/grad_ratio/")}
+    low = {k.removeprefix("vcr/grad_ratio/"): v for k, v in sites.items() if v < BF16_RESOLUTION}
+    if not low:
+        return
+    ctx.warned_bf16 = True
+    rounding = ctx.recipe.vcr_rounding
+    keeps = (
+        "stochastic rounding keeps it in expectation (with rounding noise)"
+        if rounding == "stochastic"
+        else "round-to-nearest erases it"
+    )
+    msg = (
+        f"warning: VCR's gradient is below bf16's resolution (||g_vcr||/||g_task|| < 2^-9) at "
+        f"{len(low)} of {len(sites)} sites (e.g. {next(iter(low))}: {next(iter(low.values())):.1e}"
+        f"); vcr_rounding={rounding}: {keeps}; amp_dtype=none keeps it exactly"
+    )
+    print(msg, file=sys.stderr, flush=True)
+    warnings.warn(msg, stacklevel=2)
 
 
 @torch.no_grad()
@@ -322,6 +415,9 @@ def attach(model: nn.Module, spec: RunSpec, recipe: Recipe) -> list[str]:
         cov_scale=spec.cov_scale,
         # one process: local statistics are the global ones (and need no process group)
         global_stats=recipe.vcr_global_stats and vdist.world_size() > 1,
+        rounding=recipe.vcr_rounding,
+        matmul=recipe.vcr_matmul,
+        max_samples=recipe.vcr_max_samples or None,
     )
 
 
@@ -508,6 +604,7 @@ def _train(ctx: RunContext, *, manifest, init_weights, data, model_factory, tran
     # ---- final metrics, then the backbone
     final_model = _eval_model(state, recipe)
     final = {"val_top1": None, "test_top1": None, "metric": data.metric}
+    final.update(grad_ratio_summary(ctx.run_dir))
     if spec.method == "supervised":
         for split in ("val", "test"):
             if split in eval_loaders:

@@ -10,6 +10,8 @@
 Importing it imports neither torch nor snakemake (the Snakefile imports it).
 """
 
+from pathlib import Path
+
 from vcr.names import FIGURES, SCALES, TABLES, TARGETS
 from vcr.plan.check import check_results
 from vcr.plan.config import deep_update, load_config, validate_config
@@ -28,6 +30,18 @@ RENDER_CODE = (
 )
 FIGURE_CODE = ("workflow_scripts/figure2.py", "vcr/figures.py")
 
+
+def compile_bytecode(root) -> None:
+    """Byte-compile ``vcr/`` and ``workflow_scripts/`` below ``root`` (see the Snakefile)."""
+    import compileall
+
+    for folder in ("vcr", "workflow_scripts"):
+        try:
+            compileall.compile_dir(Path(root) / folder, quiet=1)
+        except OSError:  # a read-only checkout: every job compiles what it imports
+            pass
+
+
 __all__ = [
     "FIGURES",
     "FIGURE_CODE",
@@ -41,6 +55,7 @@ __all__ = [
     "TablePlan",
     "build_plan",
     "check_results",
+    "compile_bytecode",
     "deep_update",
     "load_config",
     "load_design",

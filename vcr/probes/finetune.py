@@ -101,7 +101,7 @@ def finetune(
                 opt,
                 describe=lambda epoch=epoch: f"(fine-tuning epoch {epoch})",
             )
-            total += logs["task_loss"] * y.numel()
+            total += float(logs["task_loss"]) * y.numel()
             count += y.numel()
         sched.step()
         val = score(val_loader)
