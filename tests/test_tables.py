@@ -317,3 +317,23 @@ def test_column_protocol_and_match_pick_the_records():
     c = _cell(build_cells(spec, good + wrong_proto + wrong_data, NUMBERS), "resnet32", "cifar10_lt")
     assert c["n"] == 2 and c["mean"] == pytest.approx(50.0) and c["protocol"] == "classifier"
     assert unmatched_records(spec, good + wrong_proto + wrong_data) == wrong_proto + wrong_data
+
+
+def test_caption_shows_each_vcr_rows_strength():
+    """The median over the chosen runs of final.json's ||g_vcr||/||g_task|| (records' extra)."""
+    spec = _spec("table3", null_columns=("cifar100_lt",))
+    hps = [(0.64, 0.04, 0), (0.16, 0.01, 0)]
+    recs = _records("table3", "resnet32_vcr", "cifar10_lt", [0, 1, 2], hps,
+                    lambda h, s: h[0], lambda h, s: 0.5)  # fmt: skip
+    for r in recs:  # the run's strength: 1e-3 for the (0.64, 0.04) runs, 1e-5 for the others
+        r["extra"]["vcr_grad_ratio_median"] = (
+            1e-3 * (1 + r["run"]["seed"]) if r["run"]["alpha"] == 0.64 else 1e-5
+        )
+    recs += _records("table3", "resnet32", "cifar10_lt", [0, 1, 2], [(0, 0, 0)], None,
+                     lambda h, s: 0.4)  # fmt: skip
+    cells = build_cells(spec, recs, NUMBERS)
+    assert _cell(cells, "resnet32_vcr", "cifar10_lt")["vcr_grad_ratio"] == 2e-3  # median of 1,2,3
+    assert _cell(cells, "resnet32", "cifar10_lt")["vcr_grad_ratio"] is None
+    md = render_markdown(spec, cells, NUMBERS)
+    listed = md.split("VCR strength")[1].split("):")[1].split("Scale:")[0]
+    assert listed.strip() == "ResNet-32 (VCR) 2.0e-03."  # the VCR row only

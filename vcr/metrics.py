@@ -332,11 +332,15 @@ def collapse_records(run_dir, manifest, *, feature_cache=None, sets=None, device
     x_img = _mine_inputs(feats, ds, fast, idx, mcfg.x_pool)
     mi = mine_mi_bits(x_img, X[idx], config=mcfg, device=device)
     values["mi"] = mi["bits"]
+    from vcr.records import run_strength
+
     common_extra = {"split": com["split"], "target": target, "n": int(Xs.shape[0])}
+    common_extra.update(run_strength(final))
     extras = {
         "cdnv": {**common_extra, "definition": "Galanti CDNV, total variance, mean over pairs"},
         "ncc": {**common_extra, "definition": "NCC accuracy on the training features"},
         "mi": {
+            **run_strength(final),
             "split": com["split"],
             "target": target,
             "unit": "bits",

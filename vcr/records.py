@@ -154,6 +154,15 @@ def run_params_and_final(run_dir) -> tuple[dict, dict]:
     return params, io.read_json(final_json)
 
 
+STRENGTH_KEYS = ("vcr_grad_ratio_median", "vcr_grad_ratio_median_first_epoch")
+
+
+def run_strength(final: dict) -> dict:
+    """How strongly VCR acted in a run (final.json: the median over sites of ||g_vcr|| /
+    ||g_task||, last and first epoch), for a record's ``extra`` (empty without VCR)."""
+    return {k: final[k] for k in STRENGTH_KEYS if final.get(k) is not None}
+
+
 def classifier_record(run_dir, dataset: str | None = None) -> dict:
     """Table 3: the run's own classifier, from final.json (protocol ``classifier``, ``top1``);
     ``dataset`` defaults to the run's pretraining dataset. Here, not in vcr.metrics: it needs no
@@ -171,5 +180,5 @@ def classifier_record(run_dir, dataset: str | None = None) -> dict:
         metric="top1",
         val=final.get("val_top1"),
         test=final["test_top1"],
-        extra={"source": "final.json"},
+        extra={"source": "final.json", **run_strength(final)},
     )

@@ -142,7 +142,7 @@ def evaluate_run(
     from vcr import io
     from vcr.data import dataset_info
     from vcr.features import RunFeatures
-    from vcr.records import RunSpec, make_record
+    from vcr.records import RunSpec, make_record, run_strength
 
     run_dir = Path(run_dir)
     proto = get_protocol(protocol)
@@ -156,6 +156,8 @@ def evaluate_run(
     if not run_json.is_file():
         raise FileNotFoundError(f"{run_json} is missing: is {run_dir} a finished pretraining run?")
     params = RunSpec.from_dict(io.read_json(run_json)["params"]).to_dict()
+    final_json = run_dir / "final.json"
+    strength = run_strength(io.read_json(final_json)) if final_json.is_file() else {}
     if not (run_dir / "backbone.pt").is_file():
         raise FileNotFoundError(
             f"{run_dir / 'backbone.pt'} is missing: the pretraining run has not finished "
@@ -188,6 +190,7 @@ def evaluate_run(
             "seconds": time.perf_counter() - t0,
             "device": res.get("device"),
             **summary,
+            **strength,
         }
         records.append(
             make_record(
