@@ -10,7 +10,7 @@
 Importing it imports neither torch nor snakemake (the Snakefile imports it).
 """
 
-from vcr.names import FIGURES, SCALES, TABLES, TARGETS
+from vcr.names import FIGURES, LEDGERS, SCALES, TABLES, TARGETS
 from vcr.plan.check import check_results
 from vcr.plan.config import deep_update, load_config, validate_config
 from vcr.plan.design import load_design
@@ -27,10 +27,13 @@ RENDER_CODE = (
     "vcr/tables/paper.py",
 )
 FIGURE_CODE = ("workflow_scripts/figure2.py", "vcr/figures.py")
+CLAIMS_CODE = ("workflow_scripts/claims.py", "vcr/claims.py", *RENDER_CODE[1:])
 
 __all__ = [
+    "CLAIMS_CODE",
     "FIGURES",
     "FIGURE_CODE",
+    "LEDGERS",
     "RENDER_CODE",
     "SCALES",
     "TABLES",

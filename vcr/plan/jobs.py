@@ -25,7 +25,13 @@ Design choices (the paper is silent or ambiguous; each is one config key away):
   ``pretrain.py --init-weights`` with ``epochs=0``; such a baseline has ONE seed (a single
   download; L-BFGS probing is deterministic, repeating it would only copy the number). ``train``
   trains the baseline with the same recipe and all seeds (what the mini/cifar scales do, since
-  their architectures have no released weights).
+  their architectures have no released weights). ``both`` (the paper scale) plans the two as
+  rows of their own (the paper's number beside each): torchvision's weights are the paper's
+  comparison, the trained baseline the like-for-like control of the VCR rows (same code,
+  recipe, sampler, seeds and selection machinery; only VCR differs).
+* VCR gradient convention (``cov_scale``): one for all runs, except the tables listed in
+  ``scales.<s>.cov_scales``, whose VCR rows run under each listed convention, one row each (the
+  cifar scale plans eq. 2 and Algorithm 1 side by side for Tables 2 and 3).
 * ResNet-50 recipe (``table1.resnet50_recipe``): ``tv_resnet50_v2`` by default - torchvision's
   DEFAULT weights when the paper was written, and the label smoothing / mixup of that recipe fits
   the paper's low ResNet-50 transfer baseline (Cars 43.6 %); ``tv_resnet50_v1`` is the
@@ -46,9 +52,12 @@ from vcr import io
 from vcr.errors import ConfigError
 from vcr.names import (
     COLLAPSE_METRICS,
+    LEDGERS,
     MEAN_PER_CLASS_DATASETS,
     PROBE_PROTOCOLS,
     SCALES,
+    SELECTION_RULES,
+    TABLE1_BASELINES,
     TABLES,
     TARGET_LABELS,
     TARGETS,
@@ -264,8 +273,75 @@ class Plan:
             )
         return key
 
-    def _row_runs(self, table: str, row: Row, design: TableDesign, pre: tuple[str, str]):
-        """The RunSpecs of one row on one pretraining dataset (sweep x lr x seeds)."""
+    def table1_baseline(self) -> str:
+        mode = self.sc.get("table1_baseline", "train")
+        if mode not in TABLE1_BASELINES:
+            raise ConfigError(
+                f"scales.{self.scale}.table1_baseline={mode!r}: expected one of {TABLE1_BASELINES}"
+            )
+        return mode
+
+    def cov_scales(self, table: str) -> tuple[str, ...]:
+        """The VCR gradient conventions a table's VCR rows run under (one row each)."""
+        listed = (self.sc.get("cov_scales") or {}).get(table)
+        return tuple(listed) if listed else (self.config.get("cov_scale", "eq2"),)
+
+    def _row_variants(self, name: str, row: Row) -> list[tuple[dict, dict]]:
+        """The table spec rows a design row becomes, each with the RunSpec fields it fixes.
+
+        A Table 1 baseline under ``table1_baseline: both`` becomes two rows, torchvision's
+        weights (the paper's row, its key) and ours trained with the same recipe
+        (``<key>_trained``); a VCR row of a table with several ``cov_scales`` one row per
+        convention (``<key>_<cov_scale>``). Every variant keeps the paper's row as
+        ``paper_key``, so the paper's number stands beside each.
+        """
+        match = {
+            "method": row.method,
+            "arch": self.map_arch(row.arch),
+            "recipe": row.recipe,
+            "placement": row.placement,
+        }
+        if row.pretrain_key is not None and self.map_dataset(row.pretrain_key):
+            match["dataset"] = self.map_dataset(row.pretrain_key)[0]
+        base = {"key": row.key, "label": row.label}
+        if row.placement == "none":
+            mode = self.table1_baseline() if row.baseline == "table1" else "train"
+            inits = {"torchvision_weights": ["torchvision"], "train": ["scratch"]}.get(
+                mode, ["torchvision", "scratch"]
+            )
+            if len(inits) == 1:
+                return [({**base, "match": match}, {"init": inits[0]})]
+            return [
+                (
+                    {
+                        "key": row.key if init == "torchvision" else f"{row.key}_trained",
+                        "label": f"{row.label} {INIT_LABELS[init]}",
+                        "paper_key": row.key,
+                        "match": {**match, "init": init},
+                    },
+                    {"init": init},
+                )
+                for init in inits
+            ]
+        conventions = self.cov_scales(name)
+        if len(conventions) == 1:
+            return [({**base, "match": match}, {"cov_scale": conventions[0]})]
+        return [
+            (
+                {
+                    "key": f"{row.key}_{cs}",
+                    "label": f"{row.label} {COV_SCALE_LABELS[cs]}",
+                    "paper_key": row.key,
+                    "match": {**match, "cov_scale": cs},
+                },
+                {"cov_scale": cs},
+            )
+            for cs in conventions
+        ]
+
+    def _row_runs(self, table: str, row: Row, design: TableDesign, pre, fixed: dict):
+        """The RunSpecs of one row variant on one pretraining dataset (sweep x lr x seeds);
+        ``fixed``: the variant's ``init`` (baselines) or ``cov_scale`` (VCR rows)."""
         dataset, target = pre
         base = dict(
             scale=self.scale,
@@ -274,20 +350,19 @@ class Plan:
             dataset=dataset,
             target=target,
             recipe=row.recipe,
-            cov_scale=self.config.get("cov_scale", "eq2"),
+            cov_scale=fixed.get("cov_scale", self.config.get("cov_scale", "eq2")),
             delta=float(self.config.get("delta", 0.0)),
         )
         keys = []
         if row.placement == "none":
-            mode = self.sc.get("table1_baseline", "train") if row.baseline == "table1" else "train"
-            if mode == "torchvision_weights":
+            if fixed.get("init") == "torchvision":
                 weights = self.config.get("table1", {}).get("weights", {}).get(row.recipe)
                 if weights is None:
                     raise ConfigError(
                         f"table1.weights.{row.recipe}: no weights file given for the imported "
                         "baseline (a torchvision .pth below data_root; README 'Running on SLURM')"
                     )
-                spec = RunSpec(**base, placement="none", lr=0.0, seed=0)
+                spec = RunSpec(**base, placement="none", lr=0.0, seed=0, init="torchvision")
                 keys.append(
                     self._add_run(spec, dataset, f"{self.data_root}/{weights}", ("epochs=0",))
                 )
@@ -369,24 +444,17 @@ class Plan:
             if ok:
                 active.append((col, pre, ev))
         rows, runs, records = [], [], []
+        # the active columns grouped by pretraining dataset (Tables 2, 3: one per column)
+        by_pre: dict[tuple[str, str], list] = {}
+        for col, pre, ev in active:
+            by_pre.setdefault(pre, []).append((col, ev))
         for row in design.rows:
-            match = {
-                "method": row.method,
-                "arch": self.map_arch(row.arch),
-                "recipe": row.recipe,
-                "placement": row.placement,
-            }
-            if row.pretrain_key is not None and self.map_dataset(row.pretrain_key):
-                match["dataset"] = self.map_dataset(row.pretrain_key)[0]
-            rows.append({"key": row.key, "label": row.label, "match": match})
-            # group the active columns by pretraining dataset (Tables 2, 3: one per column)
-            by_pre: dict[tuple[str, str], list] = {}
-            for col, pre, ev in active:
-                by_pre.setdefault(pre, []).append((col, ev))
-            for pre, cols in by_pre.items():
-                for run in self._row_runs(name, row, design, pre):
-                    runs.append(run)
-                    records += self._run_records(run, cols)
+            for spec_row, fixed in self._row_variants(name, row):
+                rows.append(spec_row)
+                for pre, cols in by_pre.items():
+                    for run in self._row_runs(name, row, design, pre, fixed):
+                        runs.append(run)
+                        records += self._run_records(run, cols)
         spec = {"table": name, "scale": self.scale, "rows": rows, "columns": columns}
         return TablePlan(name, spec, _unique(runs), _unique(records))
 
@@ -439,10 +507,30 @@ class Plan:
     def spec_path(self, table: str) -> str:
         return f"{self.work}/tables/{table}.json"
 
+    @property
+    def selection(self) -> str:
+        """The selection rule of the published tables (config ``selection``)."""
+        return self.config.get("selection", "per_cell")
+
+    @property
+    def other_selections(self) -> tuple[str, ...]:
+        """The other rules, each rendered beside: ``results/tables/<table>.<rule>.{md,tex,csv}``."""
+        return tuple(r for r in SELECTION_RULES if r != self.selection)
+
     def table_outputs(self, table: str) -> list[str]:
         if table == "figure2":
             return self.figure_outputs()
-        return [f"{self.results}/tables/{table}.{ext}" for ext in ("md", "tex", "csv")]
+        if table in LEDGERS:
+            return self.claims_outputs()
+        prefixes = [table] + [f"{table}.{rule}" for rule in self.other_selections]
+        return [f"{self.results}/tables/{p}.{ext}" for p in prefixes for ext in TABLE_FORMATS]
+
+    def claims_outputs(self) -> list[str]:
+        return [f"{self.results}/claims.md", f"{self.results}/claims.csv"]
+
+    def claims_records(self) -> list[str]:
+        """Every table's record files (each once): the claims ledger's evidence."""
+        return _unique(r for t in TABLES for r in self.tables[t].records)
 
     def figure_outputs(self) -> list[str]:
         return [f"{self.results}/figures/figure2.png", f"{self.results}/tables/figure2_margins.csv"]
@@ -518,13 +606,17 @@ class Plan:
             add("two_moons", len(self.two_moons))
             add("plot_figure2")
             return counts
-        tp = self.tables[table]
+        # the ledger reads every table's records and specs and the two-moons files, not the
+        # rendered tables or the figure
+        tables = TABLES if table in LEDGERS else (table,)
+        runs = _unique(r for t in tables for r in self.tables[t].runs)
+        records = _unique(r for t in tables for r in self.tables[t].records)
         datasets = set()
-        for run in tp.runs:
+        for run in runs:
             add("pretrain")
             datasets.add(self.pretrain[run].spec.dataset)
         seen = set()
-        for rec in tp.records:
+        for rec in records:
             ev = self.evals[rec]
             if id(ev) in seen:
                 continue
@@ -533,8 +625,13 @@ class Plan:
             datasets.update(d for d, _ in ev.datasets if ev.kind != "classifier")
         if datasets:
             add("prepare_data", len(datasets))
-        add("table_spec")
-        add("render_table")
+        add("table_spec", len(tables))
+        if table in LEDGERS:
+            if self.two_moons:
+                add("two_moons", len(self.two_moons))
+            add("claims")
+        else:
+            add("render_table")
         return dict(sorted(counts.items()))
 
     def total_jobs(self) -> int:
@@ -543,6 +640,7 @@ class Plan:
         n = len(self.pretrain) + len(probes) + len(self.datasets)
         n += 2 * len(TABLES)  # table_spec + render_table
         n += len(self.two_moons) + 1 if self.two_moons else 0
+        n += len(LEDGERS)  # the claims ledger
         return n + 1
 
     def summary(self) -> dict:
@@ -555,6 +653,11 @@ class Plan:
             "total_jobs": self.total_jobs(),
         }
 
+
+TABLE_FORMATS = ("md", "tex", "csv")
+# What a row variant adds to its design row's label (Plan._row_variants).
+INIT_LABELS = {"torchvision": "(torchvision weights)", "scratch": "(trained here)"}
+COV_SCALE_LABELS = {"eq2": "[eq. 2]", "alg1": "[Alg. 1]"}
 
 # The rule that runs each kind of evaluation.
 EVAL_RULES = {"probe": "probe", "classifier": "classifier_metric", "collapse": "collapse"}
