@@ -106,8 +106,5 @@ def expected_jobs(scale: str, config: dict | None = None, design: dict | None = 
         rules[r] = rules.get(r, 0) + 1
     out["claims"] = {k: v for k, v in sorted(rules.items()) if v}
     # + render_table per table, plot_figure2, claims, all
-    out["all"] = (
-        len(all_runs) + len(all_evals) + len(all_data) + 2 * n_tables + len(methods) + 3
-    )
+    out["all"] = len(all_runs) + len(all_evals) + len(all_data) + 2 * n_tables + len(methods) + 3
     return out
-

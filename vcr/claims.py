@@ -229,9 +229,7 @@ def best_row_claim(spec: dict, cells: list[dict]) -> dict:
     detail = f"ours best: {label[ours_best]}; compared with {label[rival]}; means " + ", ".join(
         f"{label[k]} {means[k]:.2f}" for k in keys if k in means
     )
-    return _claim(
-        cid, table, text, 1, paper_means[best] - paper_means[runner], scale, ev, detail
-    )
+    return _claim(cid, table, text, 1, paper_means[best] - paper_means[runner], scale, ev, detail)
 
 
 def margin_claim(results: list[dict], scale: str | None, method: str = "vcr") -> dict:
@@ -241,9 +239,7 @@ def margin_claim(results: list[dict], scale: str | None, method: str = "vcr") ->
     per = {}
     for r in results:
         per[r["method"]] = {
-            int(s): float(m)
-            for s, m in zip(r["seeds"], r["margins"])
-            if math.isfinite(float(m))
+            int(s): float(m) for s, m in zip(r["seeds"], r["margins"]) if math.isfinite(float(m))
         }
     if method not in per or len(per) < 2:
         return _claim(cid, "figure2", text, 1, None, scale, None, "qualitative in the paper")

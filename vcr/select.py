@@ -61,7 +61,6 @@ class Selection:
     protocol: str | None = None
     tests: tuple[float, ...] = ()  # `test` per seed (order of `seeds`), for paired tests
 
-
     @property
     def hparams(self) -> dict:
         return {"alpha": self.alpha, "beta": self.beta, "lr": self.lr}

@@ -40,9 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         from vcr.figures import load_two_moons
 
         two_moons = [load_two_moons(p) for p in args.two_moons]
-    claims = build_ledger(
-        specs, read_records(args.records), two_moons, selection=args.selection
-    )
+    claims = build_ledger(specs, read_records(args.records), two_moons, selection=args.selection)
     scale = specs[0].get("scale")
     write_ledger(claims, args.out_md, args.out_csv, scale=scale, selection=args.selection)
     counts: dict[str, int] = {}

@@ -33,8 +33,8 @@ from pathlib import Path
 
 from vcr import io
 from vcr.errors import ConfigError
-from vcr.records import RunSpec
 from vcr.names import SELECTION_RULES
+from vcr.records import RunSpec
 from vcr.select import Selection, select, select_row
 from vcr.tables.paper import column_meta, load_paper_numbers, paper_value, table_meta
 
