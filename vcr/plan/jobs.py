@@ -182,8 +182,35 @@ class Plan:
         for name in TABLES:
             self.tables[name] = self._plan_table(name, tables[name])
         self.two_moons = self._plan_two_moons()
+        self._check_world_sizes()
 
     # --- config lookups ----------------------------------------------------------------------
+    def _check_world_sizes(self):
+        """A GPU pretraining job asks SLURM for the GPUs its recipe splits the batch over
+        (``world_size``, after the scale's overrides): the per-GPU batch, and with it the BN and
+        VCR statistics, is the recipe's whatever the cluster (the trainer checks it again)."""
+        from vcr.recipes import RECIPES
+
+        problems = []
+        for key, job in self.pretrain.items():
+            if job.init_weights:
+                continue
+            res = self.pretrain_resources(key)
+            if not res["gpu"]:
+                continue  # CPU jobs (mini): one process
+            sets = dict(o.split("=", 1) for o in job.overrides)
+            want = int(sets.get("world_size", RECIPES[job.spec.recipe].world_size))
+            if want and int(res["gpu"]) != want:
+                problems.append(
+                    f"{job.spec.recipe} on {job.spec.dataset}: {res['gpu']} GPUs in "
+                    f"scales.{self.scale}.resources, the recipe's world_size is {want}"
+                )
+        if problems:
+            raise ConfigError(
+                "GPU count != recipe world_size (set the resources' gpu, or the recipe's "
+                "world_size in recipe_overrides): " + "; ".join(sorted(set(problems))[:5])
+            )
+
     def _check_maps(self):
         dmap = self.sc.get("datasets") or {}
         missing = [k for k in self.design.datasets if k not in dmap]
@@ -252,10 +279,13 @@ class Plan:
     def run_dir(self, relpath: str) -> str:
         return f"{self.work}/runs/{relpath}"
 
-    def recipe_overrides(self, recipe: str) -> tuple[str, ...]:
+    def recipe_overrides(self, recipe: str, dataset: str | None = None) -> tuple[str, ...]:
+        """``default`` <- ``<recipe>`` <- ``<recipe>:<dataset>`` of ``recipe_overrides``."""
         ro = self.sc.get("recipe_overrides") or {}
         merged = dict(ro.get("default") or {})
         merged.update(ro.get(recipe) or {})
+        if dataset:
+            merged.update(ro.get(f"{recipe}:{dataset}") or {})
         return format_sets(merged)
 
     def probe_overrides(self, protocol: str) -> tuple[str, ...]:
@@ -268,7 +298,7 @@ class Plan:
             self.pretrain[key] = Pretrain(
                 spec,
                 self.manifest(dataset),
-                self.recipe_overrides(spec.recipe) + tuple(extra),
+                self.recipe_overrides(spec.recipe, spec.dataset) + tuple(extra),
                 init_weights,
             )
         return key
