@@ -267,6 +267,47 @@ def test_table1_train_baseline_switch(config):
     assert plan.table_jobs("table1")["pretrain"] == 3 * (20 + 1) * 3
 
 
+def test_paper_scale_plans_imported_and_trained_baselines_as_rows_of_their_own(plans):
+    spec = plans["paper"].tables["table1"].spec
+    rows = {r["key"]: r for r in spec["rows"]}
+    for key in ("resnet50", "convnext_tiny", "vit_b_32"):
+        imported, trained = rows[key], rows[f"{key}_trained"]
+        assert imported["match"]["init"] == "torchvision" and trained["match"]["init"] == "scratch"
+        assert imported["paper_key"] == trained["paper_key"] == key  # the paper's row beside both
+    runs = [plans["paper"].pretrain[r].spec for r in plans["paper"].tables["table1"].runs]
+    trained_base = [s for s in runs if s.placement == "none" and s.init == "scratch"]
+    assert len(trained_base) == 3 * 3  # 3 architectures x 3 seeds, the VCR rows' recipe and seeds
+    assert {s.seed for s in trained_base} == {0, 1, 2}
+    # Table 5 measures the same runs (one job each)
+    t5 = {r["key"] for r in plans["paper"].tables["table5"].spec["rows"]}
+    assert t5 == {"convnext", "convnext_trained", "convnext_vcr"}
+    # a trained baseline and the imported one never share a run folder
+    assert len({s.relpath() for s in runs}) == len(runs)
+
+
+def test_cifar_scale_plans_eq2_and_alg1_side_by_side(plans, config):
+    cifar = plans["cifar"]
+    for table in ("table2", "table3"):
+        spec = cifar.tables[table].spec
+        vcr_rows = [r for r in spec["rows"] if r["match"]["placement"] != "none"]
+        assert {r["match"]["cov_scale"] for r in vcr_rows} == {"eq2", "alg1"}
+        assert len({r.get("paper_key") for r in vcr_rows}) == 1  # one paper VCR number
+        runs = [cifar.pretrain[k].spec for k in cifar.tables[table].runs]
+        by_cs = {cs: [s for s in runs if s.vcr and s.cov_scale == cs] for cs in ("eq2", "alg1")}
+        n_pre = sum(1 for c in spec["columns"] if c["eval_dataset"])  # one pretraining each
+        # 20 (alpha, beta) x 2 lr x 3 seeds per pretraining dataset, under each convention
+        assert len(by_cs["eq2"]) == len(by_cs["alg1"]) == 20 * 2 * 3 * n_pre
+    # the other tables, and the paper scale, run the config's one convention
+    assert {r["key"] for r in cifar.tables["table6"].spec["rows"]} == {
+        "vcr1",
+        "vcr2",
+        "vcr3",
+        "vcr4",
+    }
+    paper_cs = {j.spec.cov_scale for j in plans["paper"].pretrain.values() if j.spec.vcr}
+    assert paper_cs == {config["cov_scale"]}
+
+
 def test_the_pretrain_rule_passes_every_runspec_field():
     """rules/pretrain.smk hands each RunSpec field to the trainer flag of the same name."""
     import dataclasses
