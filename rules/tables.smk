@@ -16,7 +16,8 @@
 #   table6  prepare_data (ImageNet, 6 transfer sets) -> pretrain (ConvNeXt-Atto, VCR1-4) -> probe
 #           (lbfgs) -> table_spec -> render_table
 #   figure2 two_moons (6 methods) -> plot_figure2
-#   claims  every table's records and spec + the two-moons files -> claims (results/claims.md)
+#   claims  every table's records and spec + the two-moons files -> claims_ledger
+#           (results/claims.{md,csv})
 #
 # Each table is rendered under the configured selection rule (config `selection`, vcr.select)
 # into results/tables/<table>.{md,tex,csv}, and under the other rule beside it, into
@@ -114,7 +115,7 @@ rule plot_figure2:
 # The claims ledger: one row per claim of the paper (each table's VCR effect per column, Table
 # 5's directions, Table 6's best placement, Fig. 2's largest margin), ours with n and a t
 # interval over seeds, and a verdict (vcr.claims). From the records, never from the tables.
-rule claims:
+rule claims_ledger:
     input:
         specs=[PLAN.spec_path(t) for t in names.TABLES],
         records=PLAN.claims_records(),
@@ -135,7 +136,7 @@ rule claims:
     conda:
         "../envs/vcr.yaml"
     resources:
-        **job_resources("claims"),
+        **job_resources("claims_ledger"),
     shell:
         "python workflow_scripts/claims.py --specs {input.specs} --records {input.records}"
         " --two-moons {input.two_moons} --selection {params.selection}"

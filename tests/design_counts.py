@@ -100,7 +100,7 @@ def expected_jobs(scale: str, config: dict | None = None, design: dict | None = 
     n_tables = len(design["tables"])
     # the claims ledger: every table's runs, evaluations, data and spec, the two-moons runs
     rules = {"pretrain": len(all_runs), "prepare_data": len(all_data), "table_spec": n_tables}
-    rules.update(two_moons=len(methods), claims=1)
+    rules.update(two_moons=len(methods), claims_ledger=1)
     for _, proto, _ in all_evals:
         r = {"classifier": "classifier_metric", "collapse": "collapse"}.get(proto, "probe")
         rules[r] = rules.get(r, 0) + 1

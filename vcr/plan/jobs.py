@@ -659,7 +659,7 @@ class Plan:
         if table in LEDGERS:
             if self.two_moons:
                 add("two_moons", len(self.two_moons))
-            add("claims")
+            add("claims_ledger")
         else:
             add("render_table")
         return dict(sorted(counts.items()))
