@@ -2,6 +2,9 @@
 
 - ``vcr.plan.design``: the paper's design, ``vcr/design.yaml``, read and checked;
 - ``vcr.plan.jobs``: config + design -> every job (:class:`Plan`, :func:`build_plan`);
+- ``vcr.plan.rows``: a design row's variants (imported/trained baselines, eq2/alg1 rows);
+- ``vcr.plan.counts``: the jobs each target runs, by rule;
+- ``vcr.plan.layout``: every GPU job asks for its recipe's world size;
 - ``vcr.plan.resources``: SLURM resources per job and the trainer's launcher;
 - ``vcr.plan.check``: the results check of a finished run;
 - ``vcr.plan.config``: reading and validating ``config.yaml`` as Snakemake does;

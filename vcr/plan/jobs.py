@@ -57,13 +57,15 @@ from vcr.names import (
     PROBE_PROTOCOLS,
     SCALES,
     SELECTION_RULES,
-    TABLE1_BASELINES,
     TABLES,
     TARGET_LABELS,
     TARGETS,
 )
+from vcr.plan import counts
 from vcr.plan import resources as R
 from vcr.plan.design import Column, Row, TableDesign, load_design
+from vcr.plan.layout import check_world_sizes
+from vcr.plan.rows import row_variants
 from vcr.records import RunSpec, fmt_float
 
 
@@ -182,35 +184,9 @@ class Plan:
         for name in TABLES:
             self.tables[name] = self._plan_table(name, tables[name])
         self.two_moons = self._plan_two_moons()
-        self._check_world_sizes()
+        check_world_sizes(self)
 
     # --- config lookups ----------------------------------------------------------------------
-    def _check_world_sizes(self):
-        """A GPU pretraining job asks SLURM for the GPUs its recipe splits the batch over
-        (``world_size``, after the scale's overrides): the per-GPU batch, and with it the BN and
-        VCR statistics, is the recipe's whatever the cluster (the trainer checks it again)."""
-        from vcr.recipes import RECIPES
-
-        problems = []
-        for key, job in self.pretrain.items():
-            if job.init_weights:
-                continue
-            res = self.pretrain_resources(key)
-            if not res["gpu"]:
-                continue  # CPU jobs (mini): one process
-            sets = dict(o.split("=", 1) for o in job.overrides)
-            want = int(sets.get("world_size", RECIPES[job.spec.recipe].world_size))
-            if want and int(res["gpu"]) != want:
-                problems.append(
-                    f"{job.spec.recipe} on {job.spec.dataset}: {res['gpu']} GPUs in "
-                    f"scales.{self.scale}.resources, the recipe's world_size is {want}"
-                )
-        if problems:
-            raise ConfigError(
-                "GPU count != recipe world_size (set the resources' gpu, or the recipe's "
-                "world_size in recipe_overrides): " + "; ".join(sorted(set(problems))[:5])
-            )
-
     def _check_maps(self):
         dmap = self.sc.get("datasets") or {}
         missing = [k for k in self.design.datasets if k not in dmap]
@@ -302,72 +278,6 @@ class Plan:
                 init_weights,
             )
         return key
-
-    def table1_baseline(self) -> str:
-        mode = self.sc.get("table1_baseline", "train")
-        if mode not in TABLE1_BASELINES:
-            raise ConfigError(
-                f"scales.{self.scale}.table1_baseline={mode!r}: expected one of {TABLE1_BASELINES}"
-            )
-        return mode
-
-    def cov_scales(self, table: str) -> tuple[str, ...]:
-        """The VCR gradient conventions a table's VCR rows run under (one row each)."""
-        listed = (self.sc.get("cov_scales") or {}).get(table)
-        return tuple(listed) if listed else (self.config.get("cov_scale", "eq2"),)
-
-    def _row_variants(self, name: str, row: Row) -> list[tuple[dict, dict]]:
-        """The table spec rows a design row becomes, each with the RunSpec fields it fixes.
-
-        A Table 1 baseline under ``table1_baseline: both`` becomes two rows, torchvision's
-        weights (the paper's row, its key) and ours trained with the same recipe
-        (``<key>_trained``); a VCR row of a table with several ``cov_scales`` one row per
-        convention (``<key>_<cov_scale>``). Every variant keeps the paper's row as
-        ``paper_key``, so the paper's number stands beside each.
-        """
-        match = {
-            "method": row.method,
-            "arch": self.map_arch(row.arch),
-            "recipe": row.recipe,
-            "placement": row.placement,
-        }
-        if row.pretrain_key is not None and self.map_dataset(row.pretrain_key):
-            match["dataset"] = self.map_dataset(row.pretrain_key)[0]
-        base = {"key": row.key, "label": row.label}
-        if row.placement == "none":
-            mode = self.table1_baseline() if row.baseline == "table1" else "train"
-            inits = {"torchvision_weights": ["torchvision"], "train": ["scratch"]}.get(
-                mode, ["torchvision", "scratch"]
-            )
-            if len(inits) == 1:
-                return [({**base, "match": match}, {"init": inits[0]})]
-            return [
-                (
-                    {
-                        "key": row.key if init == "torchvision" else f"{row.key}_trained",
-                        "label": f"{row.label} {INIT_LABELS[init]}",
-                        "paper_key": row.key,
-                        "match": {**match, "init": init},
-                    },
-                    {"init": init},
-                )
-                for init in inits
-            ]
-        conventions = self.cov_scales(name)
-        if len(conventions) == 1:
-            return [({**base, "match": match}, {"cov_scale": conventions[0]})]
-        return [
-            (
-                {
-                    "key": f"{row.key}_{cs}",
-                    "label": f"{row.label} {COV_SCALE_LABELS[cs]}",
-                    "paper_key": row.key,
-                    "match": {**match, "cov_scale": cs},
-                },
-                {"cov_scale": cs},
-            )
-            for cs in conventions
-        ]
 
     def _row_runs(self, table: str, row: Row, design: TableDesign, pre, fixed: dict):
         """The RunSpecs of one row variant on one pretraining dataset (sweep x lr x seeds);
@@ -479,7 +389,7 @@ class Plan:
         for col, pre, ev in active:
             by_pre.setdefault(pre, []).append((col, ev))
         for row in design.rows:
-            for spec_row, fixed in self._row_variants(name, row):
+            for spec_row, fixed in row_variants(self, name, row):
                 rows.append(spec_row)
                 for pre, cols in by_pre.items():
                     for run in self._row_runs(name, row, design, pre, fixed):
@@ -598,6 +508,18 @@ class Plan:
     def collapse_job(self, run: str) -> Evaluation:
         return self.eval_job(f"{self.run_dir(run)}/eval/collapse/{COLLAPSE_METRICS[0]}.json")
 
+    # --- counts (vcr.plan.counts) ---------------------------------------------------------------
+    def table_jobs(self, table: str) -> dict[str, int]:
+        """Jobs a table's target runs from scratch, by rule name (what ``snakemake -n`` lists)."""
+        return counts.table_jobs(self, table)
+
+    def total_jobs(self) -> int:
+        """Jobs of ``all`` from scratch (shared runs counted once), incl. the ``all`` rule."""
+        return counts.total_jobs(self)
+
+    def summary(self) -> dict:
+        return counts.summary(self)
+
     # --- resources ---------------------------------------------------------------------------
     def pretrain_resources(self, key: str) -> dict[str, Any]:
         job = self.pretrain_job(key)
@@ -624,73 +546,9 @@ class Plan:
             return R.per_job(per_proto, lambda wc: wc.protocol)
         return R.effective(self.resources.merged(rule))
 
-    # --- counts ------------------------------------------------------------------------------
-    def table_jobs(self, table: str) -> dict[str, int]:
-        """Jobs a table's target runs from scratch, by rule name (what ``snakemake -n`` lists)."""
-        counts: dict[str, int] = {}
-
-        def add(rule, n=1):
-            counts[rule] = counts.get(rule, 0) + n
-
-        if table == "figure2":
-            add("two_moons", len(self.two_moons))
-            add("plot_figure2")
-            return counts
-        # the ledger reads every table's records and specs and the two-moons files, not the
-        # rendered tables or the figure
-        tables = TABLES if table in LEDGERS else (table,)
-        runs = _unique(r for t in tables for r in self.tables[t].runs)
-        records = _unique(r for t in tables for r in self.tables[t].records)
-        datasets = set()
-        for run in runs:
-            add("pretrain")
-            datasets.add(self.pretrain[run].spec.dataset)
-        seen = set()
-        for rec in records:
-            ev = self.evals[rec]
-            if id(ev) in seen:
-                continue
-            seen.add(id(ev))
-            add(EVAL_RULES[ev.kind])
-            datasets.update(d for d, _ in ev.datasets if ev.kind != "classifier")
-        if datasets:
-            add("prepare_data", len(datasets))
-        add("table_spec", len(tables))
-        if table in LEDGERS:
-            if self.two_moons:
-                add("two_moons", len(self.two_moons))
-            add("claims_ledger")
-        else:
-            add("render_table")
-        return dict(sorted(counts.items()))
-
-    def total_jobs(self) -> int:
-        """Jobs of ``all`` from scratch (shared runs counted once), incl. the ``all`` rule."""
-        probes = {id(e): e for e in self.evals.values()}
-        n = len(self.pretrain) + len(probes) + len(self.datasets)
-        n += 2 * len(TABLES)  # table_spec + render_table
-        n += len(self.two_moons) + 1 if self.two_moons else 0
-        n += len(LEDGERS)  # the claims ledger
-        return n + 1
-
-    def summary(self) -> dict:
-        return {
-            "scale": self.scale,
-            "pretrain_runs": len(self.pretrain),
-            "evaluation_jobs": len({id(e) for e in self.evals.values()}),
-            "datasets": sorted(self.datasets),
-            "per_table": {t: self.table_jobs(t) for t in TARGETS},
-            "total_jobs": self.total_jobs(),
-        }
-
 
 TABLE_FORMATS = ("md", "tex", "csv")
-# What a row variant adds to its design row's label (Plan._row_variants).
-INIT_LABELS = {"torchvision": "(torchvision weights)", "scratch": "(trained here)"}
-COV_SCALE_LABELS = {"eq2": "[eq. 2]", "alg1": "[Alg. 1]"}
-
-# The rule that runs each kind of evaluation.
-EVAL_RULES = {"probe": "probe", "classifier": "classifier_metric", "collapse": "collapse"}
+EVAL_RULES = counts.EVAL_RULES  # the rule that runs each kind of evaluation
 
 
 def _unique(items):
