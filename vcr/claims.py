@@ -1,6 +1,6 @@
 """The claims ledger: every claim of the paper, the paper's own delta, ours, and a verdict.
 
-``results/claims.md`` (and ``.csv``) is rendered by the pipeline's ``claims`` rule from the
+``results/claims.md`` (and ``.csv``) is rendered by the pipeline's ``claims_ledger`` rule from the
 metric records, the table specs and the two-moons files of one scale; nothing in it is typed.
 One row per claim:
 
@@ -335,7 +335,7 @@ def render_markdown(claims: list[dict], *, scale: str | None, selection: str) ->
     return (
         f"### Claims ledger ({scale} scale)\n\n"
         "Every claim of the paper against this pipeline's records (vcr/claims.py; rendered by "
-        "the `claims` rule, never typed). Δ = VCR minus baseline in the table's unit "
+        "the `claims_ledger` rule, target `claims`; never typed). Δ = VCR minus baseline in the table's unit "
         "(accuracy points, or the metric's own unit for Table 5), per seed, paired by seed "
         "(one-sample against an imported baseline's single value); 95% Student-t interval; "
         "two-sided p. Verdict: supported = the interval lies on the paper's side of 0, not "
