@@ -1,7 +1,7 @@
 """The claims ledger: every claim of the paper, the paper's own delta, ours, and a verdict.
 
-``results/claims.md`` (and ``.csv``) is rendered by the pipeline's ``claims_ledger`` rule from the
-metric records, the table specs and the two-moons files of one scale; nothing in it is typed.
+``results/claims.md`` (and ``.csv``) is rendered by the pipeline's ``claims_ledger`` rule from
+the metric records, the table specs and the two-moons files of one scale; nothing is typed.
 One row per claim:
 
 * Tables 1-4: "VCR moves X in the paper's direction", one row per (VCR row, its baseline row,
