@@ -44,7 +44,7 @@ run_dryrun() {
 run_mini() {
     say "mini pipeline from scratch: snakemake --cores 2"
     rm -rf work/mini results/tables/table?.* results/tables/figure2_margins.csv \
-        results/figures/figure2.png
+        results/figures/figure2.png results/claims.md results/claims.csv
     local t0 t1
     t0=$(date +%s)
     snakemake --cores 2 >"$log_dir/mini.log" 2>&1 || {

@@ -34,5 +34,6 @@ rule pretrain:
         " --recipe {params.run.recipe} --placement {params.run.placement}"
         " --alpha {params.run.alpha} --beta {params.run.beta} --lr {params.run.lr}"
         " --seed {params.run.seed} --cov-scale {params.run.cov_scale} --delta {params.run.delta}"
+        " --init {params.run.init}"
         " --manifest {input.manifest} --init-weights={params.init_weights:q}"
         " --set {params.recipe_overrides:q} --threads {threads} >> {log} 2>&1"

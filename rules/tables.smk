@@ -16,6 +16,13 @@
 #   table6  prepare_data (ImageNet, 6 transfer sets) -> pretrain (ConvNeXt-Atto, VCR1-4) -> probe
 #           (lbfgs) -> table_spec -> render_table
 #   figure2 two_moons (6 methods) -> plot_figure2
+#   claims  every table's records and spec + the two-moons files -> claims_ledger
+#           (results/claims.{md,csv})
+#
+# Each table is rendered under the configured selection rule (config `selection`, vcr.select)
+# into results/tables/<table>.{md,tex,csv}, and under the other rule beside it, into
+# results/tables/<table>.<rule>.{md,tex,csv}: the per_cell rule lets every VCR cell pick its
+# own (alpha, beta, lr), per_row one per row.
 
 
 localrules:
@@ -54,12 +61,21 @@ rule render_table:
             category="Tables",
             labels={"table": "{table}", "format": "csv"},
         ),
+        *[
+            f"{PLAN.results}/tables/{{table}}.{rule}.{ext}"
+            for rule in PLAN.other_selections
+            for ext in ("md", "tex", "csv")
+        ],
     benchmark:
         f"{WORK}/benchmarks/render_table/{{table}}.tsv"
     log:
         f"{WORK}/logs/render_table/{{table}}.log",
     params:
         prefix=lambda wc: f"{PLAN.results}/tables/{wc.table}",
+        selection=PLAN.selection,
+        also=lambda wc: [
+            f"{rule}={PLAN.results}/tables/{wc.table}.{rule}" for rule in PLAN.other_selections
+        ],
     threads: 1
     conda:
         "../envs/vcr.yaml"
@@ -67,7 +83,8 @@ rule render_table:
         **job_resources("render_table"),
     shell:
         "python workflow_scripts/render_table.py --spec {input.spec} --records {input.records}"
-        " --out-prefix {params.prefix} > {log} 2>&1"
+        " --out-prefix {params.prefix} --selection {params.selection} --also {params.also:q}"
+        " > {log} 2>&1"
 
 
 rule plot_figure2:
@@ -93,3 +110,34 @@ rule plot_figure2:
     shell:
         "python workflow_scripts/figure2.py --inputs {input.runs} --out {output.fig}"
         " --margins {output.margins} > {log} 2>&1"
+
+
+# The claims ledger: one row per claim of the paper (each table's VCR effect per column, Table
+# 5's directions, Table 6's best placement, Fig. 2's largest margin), ours with n and a t
+# interval over seeds, and a verdict (vcr.claims). From the records, never from the tables.
+rule claims_ledger:
+    input:
+        specs=[PLAN.spec_path(t) for t in names.TABLES],
+        records=PLAN.claims_records(),
+        two_moons=list(PLAN.two_moons.values()),
+        code=vcr_plan.CLAIMS_CODE,
+    output:
+        md=report(
+            f"{PLAN.results}/claims.md", caption="../report/claims.rst", category="Claims"
+        ),
+        csv=f"{PLAN.results}/claims.csv",
+    benchmark:
+        f"{WORK}/benchmarks/claims.tsv"
+    log:
+        f"{WORK}/logs/claims.log",
+    params:
+        selection=PLAN.selection,
+    threads: 1
+    conda:
+        "../envs/vcr.yaml"
+    resources:
+        **job_resources("claims_ledger"),
+    shell:
+        "python workflow_scripts/claims.py --specs {input.specs} --records {input.records}"
+        " --two-moons {input.two_moons} --selection {params.selection}"
+        " --out-md {output.md} --out-csv {output.csv} > {log} 2>&1"

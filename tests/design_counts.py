@@ -38,6 +38,7 @@ def expected_jobs(scale: str, config: dict | None = None, design: dict | None = 
     grouping = sc.get("probe_grouping", "per_dataset")
     seeds = sc["seeds"]
     placement = config.get("placement", "blocks")
+    cov_scale = config.get("cov_scale", "eq2")
     resnet50 = config.get("table1", {}).get("resnet50_recipe", "tv_resnet50_v2")
     out, all_runs, all_evals, all_data = {}, set(), set(), set()
     for name, table in design["tables"].items():
@@ -57,15 +58,21 @@ def expected_jobs(scale: str, config: dict | None = None, design: dict | None = 
             for pre, cols in by_pretrain.items():
                 data.add(pre.split("/")[0])
                 base = (row["method"], amap[row["arch"]], pre, recipe, place)
-                imported = row.get("baseline") == "table1" and sc.get("table1_baseline") == (
-                    "torchvision_weights"
-                )
+                mode = sc.get("table1_baseline", "train") if row.get("baseline") else "train"
+                conventions = (sc.get("cov_scales") or {}).get(name) or [cov_scale]
                 if place == "none":
-                    hps = (
-                        [(0, 0, 0, 0)] if imported else [(0, 0, lr, s) for lr in lrs for s in seeds]
-                    )
+                    # an imported baseline is one run (seed 0); trained ones one per lr x seed
+                    hps = [("torchvision", cov_scale, 0, 0, 0, 0)] if mode != "train" else []
+                    if mode != "torchvision_weights":
+                        hps += [("scratch", cov_scale, 0, 0, lr, s) for lr in lrs for s in seeds]
                 else:
-                    hps = [(a, b, lr, s) for a, b in points for lr in lrs for s in seeds]
+                    hps = [
+                        ("scratch", cs, a, b, lr, s)
+                        for cs in conventions
+                        for a, b in points
+                        for lr in lrs
+                        for s in seeds
+                    ]
                 for hp in hps:
                     run = (*base, *hp)
                     runs.add(run)
@@ -91,5 +98,13 @@ def expected_jobs(scale: str, config: dict | None = None, design: dict | None = 
     methods = sc.get("two_moons", {}).get("methods", design["figure2"]["methods"])
     out["figure2"] = {"plot_figure2": 1, "two_moons": len(methods)}
     n_tables = len(design["tables"])
-    out["all"] = len(all_runs) + len(all_evals) + len(all_data) + 2 * n_tables + len(methods) + 2
+    # the claims ledger: every table's runs, evaluations, data and spec, the two-moons runs
+    rules = {"pretrain": len(all_runs), "prepare_data": len(all_data), "table_spec": n_tables}
+    rules.update(two_moons=len(methods), claims_ledger=1)
+    for _, proto, _ in all_evals:
+        r = {"classifier": "classifier_metric", "collapse": "collapse"}.get(proto, "probe")
+        rules[r] = rules.get(r, 0) + 1
+    out["claims"] = {k: v for k, v in sorted(rules.items()) if v}
+    # + render_table per table, plot_figure2, claims, all
+    out["all"] = len(all_runs) + len(all_evals) + len(all_data) + 2 * n_tables + len(methods) + 3
     return out

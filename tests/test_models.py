@@ -139,9 +139,19 @@ def test_create_model_falls_back_to_timm_and_names_errors():
 
 def test_projectors():
     p = simclr_projector(64, hidden=32, out=16)
-    kinds = [type(x).__name__ for x in p]
-    assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d"]
+    kinds = ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d"]
+    assert all(isinstance(x, getattr(nn, k)) for x, k in zip(p, kinds)) and len(p) == 5
     assert p(torch.randn(4, 64)).shape == (4, 16)
+    # SimCLR v1: no bias in a Linear before a BN, no shift in the last BN (center=False)
+    assert p[0].bias is None and p[3].bias is None
+    assert p[1].bias is not None and p[4].bias is None and p[4].weight is not None
+    assert [n for n, _ in p.named_parameters()] == [
+        "0.weight",
+        "1.weight",
+        "1.bias",
+        "3.weight",
+        "4.weight",
+    ]
     v = vicreg_projector(64, dims=(32, 32))
     assert [type(x).__name__ for x in v] == kinds and v[-1].num_features == 32
     own = vicreg_projector(64, dims=(32, 32, 32), variant="vicreg")
@@ -204,7 +214,7 @@ def test_import_does_not_load_timm():
 
 
 def test_bench_smoke(tmp_path, capsys):
-    from vcr.bench import main
+    from vcr.bench import MODES, main
 
     res = main(
         [
@@ -222,9 +232,9 @@ def test_bench_smoke(tmp_path, capsys):
             str(tmp_path / "b.json"),
         ]
     )
-    assert set(res["median_ms"]) == {"none", "autograd", "fast"} and res["sites"] == 2
+    assert set(res["median_ms"]) == set(MODES) and res["sites"] == 2
     assert res["ratio"]["none"] == 1.0 and all(v > 0 for v in res["median_ms"].values())
-    assert (tmp_path / "b.json").is_file() and "fast" in capsys.readouterr().out
+    assert (tmp_path / "b.json").is_file() and "exact" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("name", ["mini_convnext", "mini_vit"])

@@ -57,6 +57,11 @@ def test_registries_are_keyed_by_the_name_lists():
     assert tuple(METHOD_OVERRIDES) == names.TWO_MOONS_METHODS == METHOD_ORDER
     assert PLACEMENTS == RECORD_PLACEMENTS == names.PLACEMENTS
     assert COV_SCALES == names.COV_SCALES and METHODS == names.PRETRAIN_METHODS
+    from vcr.records import INITS
+    from vcr.select import __doc__ as select_doc
+
+    assert INITS == names.RUN_INITS
+    assert all(f"``{rule}``" in select_doc for rule in names.SELECTION_RULES)
 
 
 def test_cli_choices_come_from_the_name_lists():
@@ -64,6 +69,9 @@ def test_cli_choices_come_from_the_name_lists():
     assert tuple(_choices(trainer, "placement")) == names.PLACEMENTS
     assert tuple(_choices(trainer, "method")) == names.PRETRAIN_METHODS
     assert tuple(_choices(trainer, "cov_scale")) == names.COV_SCALES
+    assert tuple(_choices(trainer, "init")) == names.RUN_INITS
+    assert tuple(_choices(_script_parser("render_table"), "selection")) == names.SELECTION_RULES
+    assert tuple(_choices(_script_parser("claims"), "selection")) == names.SELECTION_RULES
     assert tuple(_choices(_script_parser("probe"), "protocol")) == names.PROBE_PROTOCOLS
     assert tuple(_choices(_script_parser("two_moons"), "method")) == names.TWO_MOONS_METHODS
 
@@ -83,7 +91,11 @@ def test_config_schema_enums_match_the_name_lists():
     assert tuple(props["scale"]["enum"]) == names.SCALES
     assert set(props["placement"]["enum"]) == set(names.PLACEMENTS) - {"none"}
     assert tuple(props["cov_scale"]["enum"]) == names.COV_SCALES
+    assert tuple(props["selection"]["enum"]) == names.SELECTION_RULES
     block = schema["definitions"]["scale_block"]["properties"]
+    assert tuple(block["table1_baseline"]["enum"]) == names.TABLE1_BASELINES
+    (cs,) = block["cov_scales"]["patternProperties"].values()
+    assert tuple(cs["items"]["enum"]) == names.COV_SCALES
     assert tuple(block["two_moons"]["properties"]["methods"]["items"]["enum"]) == (
         names.TWO_MOONS_METHODS
     )

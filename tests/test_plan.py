@@ -46,17 +46,18 @@ def test_job_counts_follow_the_design_file(plans, scale):
 
 
 def test_paper_scale_has_the_documented_job_counts(plans):
-    # README "Job counts": 4,128 jobs in all, of which these per table
-    assert plans["paper"].total_jobs() == 4128
+    # README "Job counts": 4,159 jobs in all, of which these per target
+    assert plans["paper"].total_jobs() == 4159
     per_table = {t: sum(plans["paper"].table_jobs(t).values()) for t in P.TARGETS}
     assert per_table == {
-        "table1": 560,
+        "table1": 587,
         "table2": 1520,
         "table3": 508,
         "table4": 516,
-        "table5": 125,
+        "table5": 131,
         "table6": 969,
         "figure2": 7,
+        "claims": 4151,
     }
 
 
@@ -79,8 +80,9 @@ def test_mini_counts_follow_the_config(config, plans):
         + len(mini.datasets)
         + 2 * len(P.TABLES)
         + len(mini.two_moons)
-        + 1
-        + 1
+        + 1  # plot_figure2
+        + 1  # claims
+        + 1  # all
     )
     assert mini.total_jobs() <= 250
 
@@ -138,7 +140,10 @@ def test_table_specs_use_the_contract_keys(plans):
         for t in P.TABLES:
             spec = plan.tables[t].spec
             assert spec["table"] == t and spec["scale"] == plan.scale
-            assert [r["key"] for r in spec["rows"]] == rows[t]
+            # a row variant (trained baseline, eq2/alg1 rows) stands beside its paper row
+            paper_rows = [r.get("paper_key", r["key"]) for r in spec["rows"]]
+            assert list(dict.fromkeys(paper_rows)) == rows[t]
+            assert len({r["key"] for r in spec["rows"]}) == len(spec["rows"])
             assert [c["key"] for c in spec["columns"]] == cols[t]
             for c in spec["columns"]:
                 assert c["metric"]
@@ -154,7 +159,8 @@ def test_paper_numbers_know_every_spec_cell(plans):
         spec = plans["paper"].tables[t].spec
         for r in spec["rows"]:
             for c in spec["columns"]:
-                assert c["key"] in numbers[t][r["key"]], (t, r["key"], c["key"])
+                key = r.get("paper_key", r["key"])
+                assert c["key"] in numbers[t][key], (t, r["key"], c["key"])
 
 
 def test_cifar_scale_runs_only_the_cifar_experiments(plans):
@@ -259,6 +265,47 @@ def test_table1_train_baseline_switch(config):
     plan = P.build_plan(cfg, "paper")
     assert not any(j.init_weights for j in plan.pretrain.values())
     assert plan.table_jobs("table1")["pretrain"] == 3 * (20 + 1) * 3
+
+
+def test_paper_scale_plans_imported_and_trained_baselines_as_rows_of_their_own(plans):
+    spec = plans["paper"].tables["table1"].spec
+    rows = {r["key"]: r for r in spec["rows"]}
+    for key in ("resnet50", "convnext_tiny", "vit_b_32"):
+        imported, trained = rows[key], rows[f"{key}_trained"]
+        assert imported["match"]["init"] == "torchvision" and trained["match"]["init"] == "scratch"
+        assert imported["paper_key"] == trained["paper_key"] == key  # the paper's row beside both
+    runs = [plans["paper"].pretrain[r].spec for r in plans["paper"].tables["table1"].runs]
+    trained_base = [s for s in runs if s.placement == "none" and s.init == "scratch"]
+    assert len(trained_base) == 3 * 3  # 3 architectures x 3 seeds, the VCR rows' recipe and seeds
+    assert {s.seed for s in trained_base} == {0, 1, 2}
+    # Table 5 measures the same runs (one job each)
+    t5 = {r["key"] for r in plans["paper"].tables["table5"].spec["rows"]}
+    assert t5 == {"convnext", "convnext_trained", "convnext_vcr"}
+    # a trained baseline and the imported one never share a run folder
+    assert len({s.relpath() for s in runs}) == len(runs)
+
+
+def test_cifar_scale_plans_eq2_and_alg1_side_by_side(plans, config):
+    cifar = plans["cifar"]
+    for table in ("table2", "table3"):
+        spec = cifar.tables[table].spec
+        vcr_rows = [r for r in spec["rows"] if r["match"]["placement"] != "none"]
+        assert {r["match"]["cov_scale"] for r in vcr_rows} == {"eq2", "alg1"}
+        assert len({r.get("paper_key") for r in vcr_rows}) == 1  # one paper VCR number
+        runs = [cifar.pretrain[k].spec for k in cifar.tables[table].runs]
+        by_cs = {cs: [s for s in runs if s.vcr and s.cov_scale == cs] for cs in ("eq2", "alg1")}
+        n_pre = sum(1 for c in spec["columns"] if c["eval_dataset"])  # one pretraining each
+        # 20 (alpha, beta) x 2 lr x 3 seeds per pretraining dataset, under each convention
+        assert len(by_cs["eq2"]) == len(by_cs["alg1"]) == 20 * 2 * 3 * n_pre
+    # the other tables, and the paper scale, run the config's one convention
+    assert {r["key"] for r in cifar.tables["table6"].spec["rows"]} == {
+        "vcr1",
+        "vcr2",
+        "vcr3",
+        "vcr4",
+    }
+    paper_cs = {j.spec.cov_scale for j in plans["paper"].pretrain.values() if j.spec.vcr}
+    assert paper_cs == {config["cov_scale"]}
 
 
 def test_the_pretrain_rule_passes_every_runspec_field():
@@ -381,17 +428,19 @@ def test_check_results_tolerates_nothing(config, tmp_path):
     for ext in ("md", "tex"):
         (tmp_path / "tables").mkdir(exist_ok=True)
         (tmp_path / "tables" / f"table3.{ext}").write_text("x")
+        (tmp_path / "tables" / f"table3.per_row.{ext}").write_text("x")
     cells = [
         {"row": r["key"], "column": c["key"], "status": "ok", "mean": "12.5"}
         for r in spec["rows"]
         for c in spec["columns"]
     ]
     _write_csv(tmp_path / "tables" / "table3.csv", cells)
+    _write_csv(tmp_path / "tables" / "table3.per_row.csv", cells)
     assert P.check_results(plan, ["table3"]) == []
     cells[-1] = {**cells[-1], "status": "not run", "mean": ""}
-    _write_csv(tmp_path / "tables" / "table3.csv", cells)
+    _write_csv(tmp_path / "tables" / "table3.per_row.csv", cells)
     problems = P.check_results(plan, ["table3"])
-    assert len(problems) == 1 and "not run" in problems[0]
+    assert len(problems) == 1 and "not run" in problems[0] and "per_row" in problems[0]
 
 
 def test_deep_update_merges_like_configfile(config):

@@ -337,3 +337,51 @@ def test_caption_shows_each_vcr_rows_strength():
     md = render_markdown(spec, cells, NUMBERS)
     listed = md.split("VCR strength")[1].split("):")[1].split("Scale:")[0]
     assert listed.strip() == "ResNet-32 (VCR) 2.0e-03."  # the VCR row only
+
+
+def test_per_row_selection_renders_one_setting_per_row_and_names_its_rule(tmp_path):
+    from workflow_scripts.render_table import main
+
+    spec = _spec("table3")
+    hps = [(0.16, 0.01, 0.0), (0.64, 0.04, 0.0)]
+    # cifar10_lt prefers alpha 0.16 by a little, cifar100_lt alpha 0.64 by a lot: per cell each
+    # column takes its own, per row both take 0.64 (mean val over the columns)
+    recs = _records("table3", "resnet32_vcr", "cifar10_lt", [0, 1, 2], hps,
+                    lambda h, s: 0.50 if h[0] == 0.16 else 0.49, lambda h, s: 0.6)  # fmt: skip
+    recs += _records("table3", "resnet32_vcr", "cifar100_lt", [0, 1, 2], hps,
+                     lambda h, s: 0.30 if h[0] == 0.16 else 0.40, lambda h, s: 0.3)  # fmt: skip
+    per_cell = build_cells(spec, recs, NUMBERS)
+    per_row = build_cells(spec, recs, NUMBERS, selection="per_row")
+    assert [_cell(per_cell, "resnet32_vcr", c)["alpha"] for c in ("cifar10_lt", "cifar100_lt")] == [
+        0.16,
+        0.64,
+    ]
+    assert {_cell(per_row, "resnet32_vcr", c)["alpha"] for c in ("cifar10_lt", "cifar100_lt")} == {
+        0.64
+    }
+    assert "chosen per cell" in render_markdown(spec, per_cell, NUMBERS)
+    assert "selection=per_row" in render_markdown(spec, per_row, NUMBERS, "per_row")
+    with pytest.raises(ConfigError, match="selection"):
+        build_cells(spec, recs, NUMBERS, selection="per_column")
+    # the CLI renders the configured rule and the other beside it
+    spec_path, rec_path = tmp_path / "spec.json", tmp_path / "recs.json"
+    spec_path.write_text(json.dumps(spec))
+    rec_path.write_text(json.dumps(recs))
+    prefix = tmp_path / "table3"
+    args = ["--spec", str(spec_path), "--records", str(rec_path), "--out-prefix", str(prefix)]
+    assert main([*args, "--also", f"per_row={prefix}.per_row"]) == 0
+    assert "chosen per cell" in (tmp_path / "table3.md").read_text()
+    assert "selection=per_row" in (tmp_path / "table3.per_row.md").read_text()
+    df = pd.read_csv(tmp_path / "table3.per_row.csv")
+    assert set(df[df["row"] == "resnet32_vcr"]["alpha"]) == {0.64}
+
+
+def test_a_row_variant_stands_beside_its_paper_row():
+    spec = _spec("table3")
+    spec["rows"].append(
+        {"key": "resnet32_trained", "paper_key": "resnet32", "match": {"arch": "x"}}
+    )
+    cells = build_cells(spec, [], NUMBERS)
+    assert _cell(cells, "resnet32_trained", "cifar10_lt")["paper"] == paper_value(
+        "table3", "resnet32", "cifar10_lt"
+    )

@@ -26,7 +26,11 @@ SIDE = 8
 class TinyNet(nn.Module):
     """conv stem + GroupNorm, two conv blocks (the VCR sites), dropout, linear head."""
 
-    def __init__(self, num_classes=NUM_CLASSES, width=8, dropout=0.1, drop_path_rate=0.0):
+    def __init__(
+        self, num_classes=NUM_CLASSES, width=8, dropout=0.1, drop_path_rate=0.0, zero_init_last=True
+    ):
+        # drop_path_rate / zero_init_last: the recipes' model_kwargs (ConvNeXt-T; torchvision's
+        # ResNet-50 recipes), accepted as timm's models do; TinyNet has no use for them
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.GroupNorm(2, width))
         self.blocks = nn.Sequential(

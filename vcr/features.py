@@ -160,10 +160,11 @@ def cache_path(cache_dir, dataset: str, target: str, split: str) -> Path:
 class RunFeatures:
     """Features of one run's backbone on several datasets/splits, sharing one loaded backbone.
 
-    ``get(dataset, split, manifest=..., target=...)`` -> ``(X, y)``; the eval transform is
-    ``vcr.data.build_transform("eval", image_size=info["image_size"], ...)``: bicubic resize of the
-    shorter side + center crop to the dataset's side (224 for the paper's datasets; native 32 px
-    for mini/CIFAR, where the transform is the identity and the fast array path is used).
+    ``get(dataset, split, manifest=..., target=..., resize_size=0)`` -> ``(X, y)``; the eval
+    transform is ``vcr.data.build_transform("eval", image_size=info["image_size"], ...)``:
+    bicubic resize of the shorter side (to ``resize_size``, e.g. 256, else to the crop) + center
+    crop to the dataset's side (224 for the paper's datasets; native 32 px for mini/CIFAR, where
+    the transform is the identity and the fast array path is used).
     """
 
     def __init__(
@@ -212,12 +213,20 @@ class RunFeatures:
             self._backbone = load_backbone(self.backbone_path, map_location="cpu")
         return self._backbone
 
+    @staticmethod
+    def _info(manifest, target):
+        from vcr.data import dataset_info
+
+        return dataset_info(manifest, target)
+
     def key(self, **settings) -> str:
         if self._key is None:
             self._key = backbone_key(self.backbone_path)
         return self._key + json.dumps(settings, sort_keys=True, default=str)
 
-    def dataset(self, name: str, split: str, *, manifest, target: str = "default"):
+    def dataset(
+        self, name: str, split: str, *, manifest, target: str = "default", resize_size=None
+    ):
         """The eval-transformed dataset and whether the fast array path applies."""
         from vcr.data import DeferredTransform, build_transform, dataset_info, load_dataset
 
@@ -226,6 +235,7 @@ class RunFeatures:
             build_transform,
             "eval",
             image_size=info["image_size"],
+            resize_size=resize_size,
             mean=info["mean"],
             std=info["std"],
         )
@@ -238,14 +248,24 @@ class RunFeatures:
         )
         return ds, info, ((info["mean"], info["std"]) if native else None)
 
-    def get(self, name: str, split: str, *, manifest, target: str = "default"):
-        ds, info, fast = self.dataset(name, split, manifest=manifest, target=target)
+    def get(self, name: str, split: str, *, manifest, target: str = "default", resize_size=0):
+        from vcr.data.transforms import probe_resize
+
+        info = self._info(manifest, target)
+        resize = probe_resize(int(info["image_size"]), resize_size)
+        ds, info, fast = self.dataset(
+            name, split, manifest=manifest, target=target, resize_size=resize
+        )
         path = cache_path(self.cache_dir, name, target, split)
+        extra = (
+            {"resize_size": resize} if resize else {}
+        )  # the resize-to-crop keys stay as they were
         key = self.key(
             dataset=name,
             target=target,
             split=split,
             image_size=info["image_size"],
+            **extra,
             dtype=self.cache_dtype,
             # a re-prepared dataset (new manifest) must not reuse old features
             manifest=hashlib.sha256(Path(manifest).read_bytes()).hexdigest()[:16],

@@ -30,7 +30,16 @@ TWO_MOONS_METHODS = ("none", "l2", "dropout", "batchnorm", "sd", "vcr")
 
 TABLES = ("table1", "table2", "table3", "table4", "table5", "table6")
 FIGURES = ("figure2",)
-TARGETS = TABLES + FIGURES
+LEDGERS = ("claims",)  # results/claims.md: every claim of the paper against our records
+TARGETS = TABLES + FIGURES + LEDGERS
+
+# How a table chooses alpha/beta/lr on validation (vcr.select): each cell its own, or one per row.
+SELECTION_RULES = ("per_cell", "per_row")
+# Table 1's baselines (config scales.<s>.table1_baseline): torchvision's released weights, trained
+# with the recipe like every other run, or both (two rows beside the paper's one).
+TABLE1_BASELINES = ("torchvision_weights", "train", "both")
+# How a pretraining run starts: from scratch, or from torchvision's released weights (Table 1).
+RUN_INITS = ("scratch", "torchvision")
 
 
 def regex(names) -> str:

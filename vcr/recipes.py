@@ -40,6 +40,10 @@ class Recipe:
     # --- length and batch
     epochs: int = 90
     batch_size: int = 256  # global batch
+    # processes (GPUs) the global batch is split over, as the recipe's source ran it: the
+    # per-GPU batch (BN statistics, VCR's per-GPU statistics) is then a recipe fact, checked
+    # at start on GPU; 0 = not fixed (CPU, tests)
+    world_size: int = 0
     # --- optimizer
     optimizer: str = "sgd"
     lr: float = 0.1
@@ -73,6 +77,11 @@ class Recipe:
     ra_magnitude: int = 9
     augmix_severity: int = 3
     random_erase: float = 0.0
+    # repeated augmentation (torchvision --ra-sampler --ra-reps): every image of an epoch's
+    # order appears ra_reps times in a row, each copy with its own augmentation; 0 = off
+    ra_reps: int = 0
+    # the two-view SSL augmentation (vcr.data.transforms.SSL_AUGMENTS): simclr | vicreg
+    ssl_augment: str = "vicreg"
     interpolation: str = "bilinear"
     train_crop_size: int = 224
     val_resize_size: int = 256
@@ -140,6 +149,7 @@ class Recipe:
             "amp_dtype": ("bf16", "fp16", "none"),
             "vcr_rounding": ("stochastic", "nearest"),
             "vcr_matmul": ("fp32", "bf16"),
+            "ssl_augment": ("simclr", "vicreg"),
         }
         for key, allowed in checks.items():
             if getattr(self, key) not in allowed:
@@ -148,6 +158,13 @@ class Recipe:
                 )
         if self.epochs < 0 or self.batch_size <= 0:
             raise ConfigError(f"recipe {self.name}: epochs >= 0 and batch_size > 0 required")
+        if self.ra_reps < 0 or self.world_size < 0:
+            raise ConfigError(f"recipe {self.name}: ra_reps >= 0 and world_size >= 0 required")
+        if self.world_size and self.batch_size % self.world_size:
+            raise ConfigError(
+                f"recipe {self.name}: batch_size={self.batch_size} is not divisible by "
+                f"world_size={self.world_size}"
+            )
         if self.warmup_epochs > self.epochs and self.epochs > 0:
             raise ConfigError(
                 f"recipe {self.name}: warmup_epochs={self.warmup_epochs} > epochs={self.epochs}"
@@ -168,15 +185,22 @@ def register(recipe: Recipe) -> Recipe:
     return recipe
 
 
-# torchvision references/classification (§3.2). Batch = global batch of the released weights.
-# Repeated-augmentation sampling (--ra-sampler) is NOT implemented: our sampler is the plain
-# seeded permutation (needed for bit-identical resume); stated in run.json via `source`.
+# torchvision references/classification (§3.2). Batch = global batch of the released weights,
+# world_size = the GPUs they were trained on (8 x 32, 8 x 128, 16 x 64, 16 x 256), so the per-GPU
+# batch is torchvision's. Repeated augmentation (--ra-sampler) as torchvision's RASampler, made
+# a pure function of (seed, epoch) (vcr.data.loading.RepeatedAugmentationSampler): reps 4 for
+# ResNet-50 V2 and ConvNeXt-T (their commands), 3 (the default) for ViT-B/32, none for V1.
+# torchvision's ResNet does not zero-init the last BN of a block (zero_init_residual=False);
+# timm does (zero_init_last=True): the ResNet recipes turn it off.
+_TV_RESNET = {"zero_init_last": False}  # copied per recipe below
 register(
     Recipe(
         name="tv_resnet50_v1",
-        source="torchvision ResNet50_Weights.IMAGENET1K_V1: SGD 0.1, bs 256, 90 ep, step 30/0.1",
+        source="torchvision ResNet50_Weights.IMAGENET1K_V1: SGD 0.1, bs 8 x 32, 90 ep, step 30/0.1",
         epochs=90,
         batch_size=256,
+        world_size=8,
+        model_kwargs=dict(_TV_RESNET),
         optimizer="sgd",
         lr=0.1,
         weight_decay=1e-4,
@@ -214,13 +238,16 @@ _TV_600 = dict(
     label_smoothing=0.1,
     auto_augment="ta_wide",
     random_erase=0.1,
+    ra_reps=4,
     train_crop_size=176,
     val_resize_size=232,
 )
 register(
     Recipe(
         name="tv_resnet50_v2",
-        source="torchvision ResNet50_Weights.IMAGENET1K_V2 recipe (no ra-sampler)",
+        source="torchvision ResNet50_Weights.IMAGENET1K_V2 recipe (8 GPUs x 128)",
+        world_size=8,
+        model_kwargs=dict(_TV_RESNET),
         optimizer="sgd",
         lr=0.5,
         weight_decay=2e-5,
@@ -231,7 +258,8 @@ register(
 register(
     Recipe(
         name="tv_convnext_tiny",
-        source="torchvision ConvNeXt_Tiny_Weights.IMAGENET1K_V1 recipe (no ra-sampler)",
+        source="torchvision ConvNeXt_Tiny_Weights.IMAGENET1K_V1 recipe (2 nodes x 8 GPUs x 64)",
+        world_size=16,
         optimizer="adamw",
         lr=1e-3,
         weight_decay=0.05,
@@ -242,9 +270,11 @@ register(
 register(
     Recipe(
         name="tv_vit_b_32",
-        source="torchvision ViT_B_32_Weights.IMAGENET1K_V1 recipe (no ra-sampler)",
+        source="torchvision ViT_B_32_Weights.IMAGENET1K_V1 recipe (2 nodes x 8 GPUs x 256)",
         epochs=300,
         batch_size=4096,
+        world_size=16,
+        ra_reps=3,
         optimizer="adamw",
         lr=3e-3,
         weight_decay=0.3,
@@ -263,10 +293,13 @@ register(
 # ConvNeXt family's optimizer, and the one that makes wd 0.05 meaningful). "Norm layers
 # excluded" from wd: we also exclude biases (timm/ConvNeXt convention; bias_weight_decay=None
 # puts them back). Warmup starts from 0 (warmup_decay=0). Augmentation is not stated: plain
-# RandomResizedCrop + flip, no label smoothing/mixup/EMA ("train_imagenet").
+# RandomResizedCrop + flip, no label smoothing/mixup/EMA ("train_imagenet"). The paper gives no
+# GPU count for these runs: 8 (one node, 512 per GPU) is ours; Table 2's CIFAR-100 column runs
+# on one GPU (config recipe_overrides "atto_superclass_200ep:cifar100").
 _ATTO = dict(
     epochs=90,
     batch_size=4096,
+    world_size=8,
     optimizer="adamw",
     lr=0.016,
     weight_decay=0.05,
@@ -295,6 +328,7 @@ register(
         source="VCR App. B.3; AdamW (switch: optimizer=adam), pad-4 crop + flip ours",
         epochs=100,
         batch_size=256,
+        world_size=1,
         optimizer="adamw",
         lr=0.016,
         weight_decay=0.05,
@@ -311,10 +345,15 @@ register(
 # Not given by VCR, taken from the sources: wd 1e-6, LARS eta 0.001 with biases/norms excluded,
 # SimCLR temperature 0.1 (best at batch 4096, SimCLR Table 5), VICReg 25/25/1 and lr floor
 # 0.001 x peak. Projectors as VCR describes them (SimCLR 2048-2048-256, VICReg 2048-8192-8192,
-# BN after every layer); see vcr/ssl.py.
+# BN after every layer); see vcr/ssl.py. Augmentation per method ("we closely follow the original
+# setting in [10] for SimCLR and [2] for VICReg", "applied symmetrically"): SimCLR's own (colour
+# jitter strength 1: (0.8, 0.8, 0.8, 0.2), no solarize), VICReg's App. B.1 (jitter (0.4, 0.4,
+# 0.2, 0.1), solarize p=0.1 on both views); ssl_augment=vicreg gives SimCLR VCR's "same
+# augmentation for both methods". 16 GPUs (256 per GPU) is ours: VCR gives no layout.
 _SSL = dict(
     epochs=100,
     batch_size=4096,
+    world_size=16,
     optimizer="lars",
     lr_scaling="linear",
     weight_decay=1e-6,
@@ -333,6 +372,7 @@ register(
         temperature=0.1,
         projector_hidden=2048,
         projector_out=256,
+        ssl_augment="simclr",
         **_SSL,
     )
 )
@@ -345,6 +385,7 @@ register(
         lr_min_ratio=0.001,
         projector_dims=(8192, 8192),
         vicreg_coeffs=(25.0, 25.0, 1.0),
+        ssl_augment="vicreg",
         **_SSL,
     )
 )

@@ -21,6 +21,7 @@ from vcr.errors import ConfigError
 PLACEMENTS = ("none", "blocks", "final", "downsample", "blocks+downsample")
 METHODS = ("supervised", "simclr", "vicreg")
 COV_SCALES = ("eq2", "alg1")
+INITS = ("scratch", "torchvision")  # vcr.names.RUN_INITS
 
 
 def fmt_float(x: float) -> str:
@@ -46,6 +47,9 @@ class RunSpec:
     seed: int = 0
     cov_scale: str = "eq2"  # eq2 (paper eq. 2) | alg1 (Algorithm 1 as printed)
     delta: float = 0.0  # smooth-L1 covariance threshold; 0 = plain squares
+    # scratch: trained by this code | torchvision: torchvision's released weights, imported
+    # (Table 1's baselines; a run of its own, beside a trained baseline of the same recipe)
+    init: str = "scratch"
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -54,6 +58,10 @@ class RunSpec:
             raise ConfigError(f"run.placement={self.placement!r}: expected one of {PLACEMENTS}")
         if self.cov_scale not in COV_SCALES:
             raise ConfigError(f"run.cov_scale={self.cov_scale!r}: expected one of {COV_SCALES}")
+        if self.init not in INITS:
+            raise ConfigError(f"run.init={self.init!r}: expected one of {INITS}")
+        if self.init != "scratch" and self.placement != "none":
+            raise ConfigError(f"run.init={self.init!r} is for baselines (placement none) only")
         for key in ("alpha", "beta", "lr", "delta"):
             v = getattr(self, key)
             if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
@@ -64,9 +72,10 @@ class RunSpec:
         return self.placement != "none"
 
     def reg_tag(self) -> str:
-        """``none`` for the baseline, else ``<placement>.<cov_scale>[.huber<delta>]``."""
+        """``none`` for the baseline (``torchvision`` for an imported one), else
+        ``<placement>.<cov_scale>[.huber<delta>]``."""
         if not self.vcr:
-            return "none"
+            return "none" if self.init == "scratch" else self.init
         tag = f"{self.placement}.{self.cov_scale}"
         if self.delta:
             tag += f".huber{fmt_float(self.delta)}"

@@ -428,6 +428,11 @@ class VCRLayer(nn.Module):
 
     def pop_penalty(self) -> list[torch.Tensor]:
         zeros = [e.zero for e in self._pending]
+        for e in self._pending:
+            # the zero's graph node holds the entry (ctx.pending): entry -> zero -> node ->
+            # entry is a cycle through autograd that Python's GC cannot see, and it kept every
+            # step's saved block output alive (~1.4 MB a step on the two-moons MLP)
+            e.zero = None
         self._pending.clear()
         return zeros
 

@@ -1,13 +1,23 @@
-"""The one selection rule: choose alpha/beta/lr on validation, report test.
+"""The selection rules: choose alpha/beta/lr on validation, report test.
 
-For one table cell (the metric records of one row x column), records are grouped by the run's
-``(alpha, beta, lr)``; each group's ``val`` is averaged over its seeds; the group with the
-highest mean ``val`` is chosen (ties: the first group in ascending ``(alpha, beta, lr)`` order);
-the cell reports mean and sample standard deviation (ddof=1) of ``test`` over the chosen group's
-seeds, with n and the chosen hyperparameters.
+Two rules (config ``selection``, names in ``vcr.names.SELECTION_RULES``):
+
+* ``per_cell`` (:func:`select`, the default): for one table cell (the metric records of one
+  row x column), records are grouped by the run's ``(alpha, beta, lr)``; each group's ``val`` is
+  averaged over its seeds; the group with the highest mean ``val`` is chosen (ties: the first
+  group in ascending ``(alpha, beta, lr)`` order); the cell reports mean and sample standard
+  deviation (ddof=1) of ``test`` over the chosen group's seeds, with n and the chosen
+  hyperparameters. Each VCR cell picks the best of its 20-40 settings, while a baseline has one:
+  the rule favours the VCR rows.
+* ``per_row`` (:func:`select_row`): ONE ``(alpha, beta, lr)`` per table row, the group with the
+  highest mean over the row's columns of the per-column seed-mean ``val`` (each column weighs
+  the same, whatever its number of seeds). Only groups run in every column of the row that has
+  records compete (a column whose runs have other seeds still counts once, through its own
+  seed mean); a row whose columns share no group is an error. Each column then reports its
+  ``test`` statistics for that group, as ``per_cell`` does.
 
 ``test`` is never read before the choice is made: ``_choose`` only sees the ``val`` values
-(tests/test_select.py proves that changing test values never changes the choice).
+(tests/test_select.py proves that changing test values never changes the choice, per rule).
 
 Choices where the paper is silent:
 - n = 1 gives ``std=None`` (rendered "–"), not 0: one seed says nothing about the spread.
@@ -49,6 +59,7 @@ class Selection:
     n_groups: int  # how many (alpha, beta, lr) groups were compared
     run: dict = field(repr=False)  # the run params shared by the group (seed of the first)
     protocol: str | None = None
+    tests: tuple[float, ...] = ()  # `test` per seed (order of `seeds`), for paired tests
 
     @property
     def hparams(self) -> dict:
@@ -108,14 +119,8 @@ def _choose(val_by_group: dict[tuple, list], where: str) -> tuple[tuple, float |
     return best_key, best_val
 
 
-def select(records: list[dict], *, where: str = "cell") -> Selection | None:
-    """Apply the selection rule to one cell's records; None when there are no records.
-
-    ``where`` names the cell in error messages (e.g. ``"table1/resnet50/food101"``).
-    """
-    records = list(records)
-    if not records:
-        return None
+def _cell_groups(records: list[dict], where: str) -> dict[tuple, list[dict]]:
+    """The checked ``(alpha, beta, lr)`` groups of one cell's records."""
     _check_one_experiment(records, where)
     groups = group_records(records)
     for k, recs in groups.items():
@@ -125,10 +130,11 @@ def select(records: list[dict], *, where: str = "cell") -> Selection | None:
                 f"{where}: duplicate seed(s) in alpha/beta/lr={k}: {seeds} "
                 "(the same run's record given twice?)"
             )
-    val_by_group = {k: [r["val"] for r in recs] for k, recs in groups.items()}
-    key, val_mean = _choose(val_by_group, where)
-    # Only now, after the choice, is `test` read.
-    chosen = groups[key]
+    return groups
+
+
+def _summary(key: tuple, chosen: list[dict], val_mean, n_groups: int) -> Selection:
+    """The chosen group's test statistics (the only place `test` is read)."""
     tests = [float(r["test"]) for r in chosen]
     n = len(tests)
     return Selection(
@@ -140,7 +146,57 @@ def select(records: list[dict], *, where: str = "cell") -> Selection | None:
         n=n,
         val_mean=val_mean,
         seeds=tuple(int(r["run"]["seed"]) for r in chosen),
-        n_groups=len(groups),
+        n_groups=n_groups,
         run=dict(chosen[0]["run"]),
         protocol=chosen[0].get("protocol"),
+        tests=tuple(tests),
     )
+
+
+def select(records: list[dict], *, where: str = "cell") -> Selection | None:
+    """Apply the ``per_cell`` rule to one cell's records; None when there are no records.
+
+    ``where`` names the cell in error messages (e.g. ``"table1/resnet50/food101"``).
+    """
+    records = list(records)
+    if not records:
+        return None
+    groups = _cell_groups(records, where)
+    val_by_group = {k: [r["val"] for r in recs] for k, recs in groups.items()}
+    key, val_mean = _choose(val_by_group, where)
+    # Only now, after the choice, is `test` read.
+    return _summary(key, groups[key], val_mean, len(groups))
+
+
+def select_row(
+    records_by_column: dict[str, list[dict]], *, where: str = "row"
+) -> dict[str, Selection | None]:
+    """Apply the ``per_row`` rule to one row: ``{column: records}`` -> ``{column: Selection}``
+    (None for a column without records), every column with the same ``(alpha, beta, lr)``."""
+    groups_by_col = {
+        col: _cell_groups(list(recs), f"{where}/{col}")
+        for col, recs in records_by_column.items()
+        if recs
+    }
+    out: dict[str, Selection | None] = {col: None for col in records_by_column}
+    if not groups_by_col:
+        return out
+    common = set.intersection(*(set(g) for g in groups_by_col.values()))
+    if not common:
+        raise SelectionError(
+            f"{where}: per_row selection needs an (alpha, beta, lr) run in every column, but "
+            f"columns {sorted(groups_by_col)} share none"
+        )
+    # One list of values per group: each column's seed-mean val (None if any seed lacks val).
+    val_by_group = {}
+    for k in sorted(common):
+        per_col = []
+        for groups in groups_by_col.values():
+            vals = [r["val"] for r in groups[k]]
+            per_col.append(None if any(v is None for v in vals) else statistics.fmean(vals))
+        val_by_group[k] = per_col
+    key, _ = _choose(val_by_group, where)
+    # Only now, after the choice, is `test` read. Each cell shows its own column's mean val.
+    for (col, groups), col_val in zip(groups_by_col.items(), val_by_group[key]):
+        out[col] = _summary(key, groups[key], col_val, len(common))
+    return out

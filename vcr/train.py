@@ -510,6 +510,7 @@ def _train(ctx: RunContext, *, manifest, init_weights, data, model_factory, tran
         model = model.to(memory_format=torch.channels_last)
     if import_only:
         return _finish(ctx, model, t_start=t_start, epochs_done=0, imported=True)
+    check_world_size(recipe, info.world_size, dev)
     if len(data.train) < recipe.batch_size:
         raise ConfigError(
             f"batch_size={recipe.batch_size} is larger than the training set "
@@ -611,6 +612,21 @@ def _train(ctx: RunContext, *, manifest, init_weights, data, model_factory, tran
                 r = evaluate_split(final_model, split)
                 final[f"{split}_top1"] = r[data.metric] if data.metric in r else r["top1"]
     return _finish(ctx, final_model, final=final, t_start=t_start, epochs_done=recipe.epochs)
+
+
+def check_world_size(recipe: Recipe, world_size: int, device: torch.device) -> None:
+    """A GPU run splits the global batch over the recipe's ``world_size`` GPUs or not at all:
+    the per-GPU batch sets BN's and VCR's per-GPU statistics, so another cluster layout would
+    be another experiment. CPU runs (tests, the mini scale) are one process and not checked."""
+    if device.type != "cuda" or not recipe.world_size or world_size == recipe.world_size:
+        return
+    raise ConfigError(
+        f"recipe {recipe.name} splits its batch of {recipe.batch_size} over "
+        f"{recipe.world_size} GPUs ({recipe.batch_size // recipe.world_size} per GPU), but this "
+        f"run has {world_size} process(es): ask for {recipe.world_size} GPUs (config "
+        f"scales.<scale>.resources, pretrain:{recipe.name}) or change the experiment with "
+        f"--set world_size={world_size}"
+    )
 
 
 def _split_evaluator(ctx: RunContext, eval_loaders: dict, num_classes: int):

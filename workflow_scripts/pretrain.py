@@ -2,7 +2,8 @@
 
     python workflow_scripts/pretrain.py --out RUN_DIR --scale S --method M --arch A \
         --dataset D --target T --recipe R --placement P --alpha A --beta B --lr LR --seed S \
-        --cov-scale eq2 --delta 0 --manifest work/<scale>/data/<dataset>/manifest.json \
+        --cov-scale eq2 --delta 0 --init scratch \
+        --manifest work/<scale>/data/<dataset>/manifest.json \
         [--init-weights PATH] [--set key=value ...] [--threads N] [--device auto|cpu|cuda]
 
 The flags are the fields of the run's ``vcr.records.RunSpec``. Resumes from
@@ -16,7 +17,7 @@ import argparse
 import sys
 
 from vcr.cli import add_compute_arguments, add_set_argument, parse_sets
-from vcr.names import COV_SCALES, PLACEMENTS, PRETRAIN_METHODS
+from vcr.names import COV_SCALES, PLACEMENTS, PRETRAIN_METHODS, RUN_INITS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cov-scale", default="eq2", choices=COV_SCALES)
     p.add_argument("--delta", type=float, default=0.0)
+    p.add_argument(
+        "--init", default="scratch", choices=RUN_INITS, help="torchvision: needs --init-weights"
+    )
     p.add_argument("--manifest", default=None)
     p.add_argument(
         "--init-weights", default=None, help="torchvision state dict (Table 1); empty: none"
@@ -45,7 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.init == "torchvision") != bool(args.init_weights):
+        parser.error(
+            f"--init {args.init} with --init-weights={args.init_weights or ''!r}: an imported "
+            "baseline is --init torchvision --init-weights FILE, a trained run neither"
+        )
 
     from dataclasses import fields
 

@@ -2,7 +2,8 @@
 """Render one paper table beside ours: Markdown, LaTeX and CSV.
 
     python workflow_scripts/render_table.py --spec work/mini/tables/table1.json \
-        --records R1.json R2.json ... --out-prefix results/tables/table1
+        --records R1.json R2.json ... --out-prefix results/tables/table1 \
+        [--selection per_cell] [--also per_row=results/tables/table1.per_row]
 
 Records files hold one metric record or a list of them (vcr.records). The logic is in
 vcr.tables.render; this file only parses arguments.
@@ -14,6 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from vcr.names import SELECTION_RULES
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -23,7 +26,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--out-prefix", required=True, help="writes PREFIX.md, PREFIX.tex, PREFIX.csv")
     ap.add_argument("--paper-numbers", default=None, help="override vcr/tables/paper_numbers.yaml")
+    ap.add_argument(
+        "--selection",
+        default="per_cell",
+        choices=SELECTION_RULES,
+        help="how alpha/beta/lr are chosen (vcr.select) for --out-prefix",
+    )
+    ap.add_argument(
+        "--also",
+        nargs="*",
+        default=[],
+        metavar="RULE=PREFIX",
+        help="also render the table under another selection rule into PREFIX.{md,tex,csv}",
+    )
     args = ap.parse_args(argv)
+    also = []
+    for item in args.also:
+        rule, sep, prefix = item.partition("=")
+        if not sep or rule not in SELECTION_RULES or not prefix:
+            ap.error(f"--also {item!r}: expected RULE=PREFIX with RULE in {SELECTION_RULES}")
+        also.append((rule, prefix))
 
     from vcr.records import read_records
     from vcr.tables.paper import load_paper_numbers
@@ -35,8 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     numbers = load_paper_numbers(args.paper_numbers)
     spec = load_spec(args.spec)
     records = read_records(args.records)
-    cells = build_cells(spec, records, numbers)
-    paths = write_outputs(spec, cells, args.out_prefix, numbers)
+    # every rendering is built before the first is written: a selection error leaves no output
+    cells = build_cells(spec, records, numbers, args.selection)
+    other = [(build_cells(spec, records, numbers, rule), rule, prefix) for rule, prefix in also]
+    paths = write_outputs(spec, cells, args.out_prefix, numbers, args.selection)
+    for other_cells, rule, prefix in other:
+        write_outputs(spec, other_cells, prefix, numbers, rule)
     n_ok = sum(c["status"] == "ok" for c in cells)
     stray = unmatched_records(spec, records)
     if stray:

@@ -43,9 +43,12 @@ def normalized_batch(images: np.ndarray, mean, std) -> torch.Tensor:
     return normalize(unit_batch(images), channel_stats(mean), channel_stats(std))
 
 
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """The seed of one sample's augmentation: a pure function, so resume and workers agree."""
-    return (seed * 1_000_003 + epoch * 7_919_000_009 + index * 2_654_435_761) % (2**63 - 1)
+def sample_seed(seed: int, epoch: int, index: int, copy: int = 0) -> int:
+    """The seed of one sample's augmentation: a pure function, so resume and workers agree.
+    ``copy`` numbers the repeats of an image in one epoch (repeated augmentation)."""
+    return (
+        seed * 1_000_003 + epoch * 7_919_000_009 + index * 2_654_435_761 + copy * 40_503_001_543
+    ) % (2**63 - 1)
 
 
 class EpochBatchSampler(torch.utils.data.Sampler):
@@ -80,6 +83,61 @@ class EpochBatchSampler(torch.utils.data.Sampler):
             yield [(self.epoch, i) for i in chunk[lo : lo + self.per_rank]]
 
 
+class RepeatedAugmentationSampler(EpochBatchSampler):
+    """torchvision's ``RASampler`` (references/classification/sampler.py), resumable.
+
+    torchvision repeats each image of the epoch's permutation ``reps`` times in a row and deals
+    the list round-robin to the W ranks, each keeping ~N/W samples: step s's global batch is the
+    contiguous slice ``[s*B, (s+1)*B)`` of the repeated list, whatever W, and the copies of an
+    image land on different ranks. Here the permutation is a pure function of (seed, epoch), as
+    in :class:`EpochBatchSampler` (torchvision seeds with seed + epoch), rank r takes every W-th
+    item of the global batch (torchvision's dealing), and each item is ``(epoch, index, copy)``
+    so every copy draws its own augmentation (:func:`sample_seed`). An epoch has
+    ``N // B`` steps, as without repeats: it sees ~N / reps distinct images.
+    """
+
+    def __init__(self, num_samples, global_batch, *, reps, seed, rank=0, world_size=1, max_steps=0):
+        if reps < 1:
+            raise ConfigError(f"ra_reps={reps}: repeated augmentation needs >= 1 copies")
+        super().__init__(
+            num_samples,
+            global_batch,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+            max_steps=max_steps,
+        )
+        self.reps = int(reps)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        perm = torch.randperm(self.num_samples, generator=g)
+        for step in range(self.start_step, self.steps):
+            pos = torch.arange(step * self.global_batch, (step + 1) * self.global_batch)
+            mine = pos[self.rank :: self.world_size]  # torchvision deals item p to rank p % W
+            yield [(self.epoch, int(perm[p // self.reps]), int(p % self.reps)) for p in mine]
+
+
+def epoch_sampler(num_samples, recipe, *, seed, rank=0, world_size=1) -> EpochBatchSampler:
+    """The training sampler of a recipe: repeated augmentation where ``ra_reps`` asks for it."""
+    kw = dict(seed=seed, rank=rank, world_size=world_size, max_steps=recipe.max_steps_per_epoch)
+    if recipe.ra_reps:
+        return RepeatedAugmentationSampler(
+            num_samples, recipe.batch_size, reps=recipe.ra_reps, **kw
+        )
+    return EpochBatchSampler(num_samples, recipe.batch_size, **kw)
+
+
+def split_key(key) -> tuple[int, int, int]:
+    """A sampler item -> ``(epoch, index, copy)``: ``index``, ``(epoch, index)`` or
+    ``(epoch, index, copy)``."""
+    if not isinstance(key, tuple):
+        return 0, int(key), 0
+    if len(key) == 2:
+        return int(key[0]), int(key[1]), 0
+    return int(key[0]), int(key[1]), int(key[2])
+
+
 class SeededSamples(torch.utils.data.Dataset):
     """Wraps a dataset of (image, label) and applies ``transform`` under a per-sample seed.
 
@@ -94,11 +152,11 @@ class SeededSamples(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, key):
-        epoch, index = key if isinstance(key, tuple) else (0, key)
+        epoch, index, copy = split_key(key)
         image, label = self.dataset[index]
         if self.transform is None:
             return image, label
-        s = sample_seed(self.seed, epoch, index)
+        s = sample_seed(self.seed, epoch, index, copy)
         t_state, p_state = torch.get_rng_state(), random.getstate()
         try:
             torch.default_generator.manual_seed(s)
@@ -145,39 +203,47 @@ class ArrayBatches:
 
     TRANSFORMS = ("train_cifar", "eval", "ssl")  # "ssl": two views of transforms.ssl_views
 
-    def __init__(self, ds, batches, mean, std, *, transform: str, seed: int = 0):
+    def __init__(
+        self, ds, batches, mean, std, *, transform: str, seed: int = 0, ssl_augment="vicreg"
+    ):
+        from vcr.data.transforms import ssl_augment_named
+
         if transform not in self.TRANSFORMS:
             raise ValueError(f"ArrayBatches transform={transform!r}: one of {self.TRANSFORMS}")
         self.images, self.targets = ds.images, torch.as_tensor(np.asarray(ds.targets))
         self.batches, self.transform, self.seed = batches, transform, seed
         self.mean, self.std = channel_stats(mean), channel_stats(std)
+        self.augment = ssl_augment_named(ssl_augment)
 
     def __len__(self):
         return len(self.batches)
 
     def __iter__(self):
         for keys in self.batches:
-            if keys and isinstance(keys[0], tuple):
-                epoch, idx = keys[0][0], np.array([i for _, i in keys], dtype=np.int64)
-            else:
-                epoch, idx = 0, np.asarray(keys, dtype=np.int64)
+            items = [split_key(k) for k in keys]
+            epoch = items[0][0] if items else 0
+            idx = np.array([i for _, i, _ in items], dtype=np.int64)
+            copies = np.array([c for _, _, c in items], dtype=np.uint64)
             x = unit_batch(self.images[idx])
             if self.transform == "ssl":
                 g = torch.Generator().manual_seed(
                     int(_mix64(np.uint64(self.seed * 1_000_003 + epoch) ^ _mix64(idx[0])))
                     & (2**63 - 1)
                 )
-                views = [ssl_views(x, g) for _ in range(2)]
+                views = [ssl_views(x, g, self.augment) for _ in range(2)]
                 yield [normalize(v, self.mean, self.std) for v in views], self.targets[idx]
                 continue
             if self.transform == "train_cifar":
-                x = self._crop_flip(x, epoch, idx)
+                x = self._crop_flip(x, epoch, idx, copies)
             yield normalize(x, self.mean, self.std), self.targets[idx]
 
-    def _crop_flip(self, x, epoch, idx):
+    def _crop_flip(self, x, epoch, idx, copies=None):
         n, _, h, w = x.shape
         p = self.PAD
-        key = _mix64(idx.astype(np.uint64) ^ _mix64(np.uint64(self.seed * 1_000_003 + epoch)))
+        salt = idx.astype(np.uint64)
+        if copies is not None:  # repeated augmentation: copy c > 0 gets a key of its own
+            salt = np.where(copies > 0, salt ^ _mix64(copies + np.uint64(0x5EED)), salt)
+        key = _mix64(salt ^ _mix64(np.uint64(self.seed * 1_000_003 + epoch)))
         dy = torch.from_numpy((key % np.uint64(2 * p + 1)).astype(np.int64))
         dx = torch.from_numpy(((key >> np.uint64(8)) % np.uint64(2 * p + 1)).astype(np.int64))
         flip = torch.from_numpy(((key >> np.uint64(16)) & np.uint64(1)).astype(bool))
@@ -257,14 +323,7 @@ def build_loaders(bundle: DataBundle, recipe, *, seed, rank, world_size, device,
     :class:`SeededSamples`. Each rank evaluates a strided share of val/test (the trainer sums
     the counts over ranks).
     """
-    sampler = EpochBatchSampler(
-        len(bundle.train),
-        recipe.batch_size,
-        seed=seed,
-        rank=rank,
-        world_size=world_size,
-        max_steps=recipe.max_steps_per_epoch,
-    )
+    sampler = epoch_sampler(len(bundle.train), recipe, seed=seed, rank=rank, world_size=world_size)
     fast = recipe.fast_array_loader and bundle.mean
     native_kind = bundle.train_kind == "train_cifar" or (
         bundle.train_kind in ("eval", "ssl") and bundle.eval_native
@@ -272,7 +331,13 @@ def build_loaders(bundle: DataBundle, recipe, *, seed, rank, world_size, device,
     pin = device.type == "cuda"
     if fast and native_kind and is_uint8_array(bundle.train):
         train_loader = ArrayBatches(
-            bundle.train, sampler, bundle.mean, bundle.std, transform=bundle.train_kind, seed=seed
+            bundle.train,
+            sampler,
+            bundle.mean,
+            bundle.std,
+            transform=bundle.train_kind,
+            seed=seed,
+            ssl_augment=recipe.ssl_augment,
         )
     else:
         workers = recipe.num_workers

@@ -8,12 +8,15 @@ Kinds (CONTRACT §4):
   ImageNet "resize 256, crop 224" evaluation, one argument away.
 - ``train_imagenet``: RandomResizedCrop(image_size) + horizontal flip (torchvision reference).
 - ``train_cifar``: 4-pixel zero padding + random crop + horizontal flip (LDAM-DRW / He et al.).
-- ``ssl``: the SimCLR/VICReg set for ONE view, :data:`SSL_AUGMENT` (one definition, used by
-  the per-image torchvision pipeline and by :func:`ssl_views`, its batched twin for in-memory
-  arrays): RandomResizedCrop(scale 0.08-1, bicubic), flip, colour jitter (0.4, 0.4, 0.2, 0.1)
-  with p=0.8, grayscale p=0.2, Gaussian blur p=0.5 (sigma 0.1-2, kernel ~10% of the side),
-  solarize p=0.1 (VICReg paper's symmetric version). Below 64 px the blur is left out, as SimCLR
-  does for CIFAR (``blur=True`` forces it). Wrap it in :class:`MultiView` for the two views.
+- ``ssl``: the SimCLR/VICReg set for ONE view, one of :data:`SSL_AUGMENTS` (recipe key
+  ``ssl_augment``; one definition each, used by the per-image torchvision pipeline and by
+  :func:`ssl_views`, its batched twin for in-memory arrays): RandomResizedCrop(scale 0.08-1,
+  bicubic), flip, colour jitter with p=0.8, grayscale p=0.2, Gaussian blur p=0.5 (sigma 0.1-2,
+  kernel ~10% of the side), then ``simclr``: jitter strength 1, (0.8, 0.8, 0.8, 0.2), no
+  solarize (SimCLR App. A); ``vicreg``: jitter (0.4, 0.4, 0.2, 0.1), solarize p=0.1 (VICReg
+  App. B.1, symmetrised: VCR App. B.4 applies its augmentations "symmetrically on two
+  branches"). Below 64 px the blur is left out, as SimCLR does for CIFAR (``blur=True`` forces
+  it). Wrap it in :class:`MultiView` for the two views.
 Every kind ends with ToTensor + Normalize(mean, std).
 
 Which kind a run trains with is :func:`train_transform_kind`, the one rule the trainer and the
@@ -33,7 +36,7 @@ KINDS = ("eval", "train_imagenet", "train_cifar", "ssl")
 
 @dataclass(frozen=True)
 class SSLAugment:
-    """The SimCLR/VICReg view augmentation (SimCLR App. A, VICReg App. C)."""
+    """A two-view SSL augmentation (the defaults: VICReg App. B.1)."""
 
     crop_scale: tuple[float, float] = (0.08, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
@@ -46,7 +49,18 @@ class SSLAugment:
     solarize_p: float = 0.1
 
 
-SSL_AUGMENT = SSLAugment()
+SSL_AUGMENTS = {
+    # SimCLR App. A: colour distortion of strength s = 1 (0.8s, 0.8s, 0.8s, 0.2s), no solarize
+    "simclr": SSLAugment(jitter=(0.8, 0.8, 0.8, 0.2), solarize_p=0.0),
+    "vicreg": SSLAugment(),
+}
+SSL_AUGMENT = SSL_AUGMENTS["vicreg"]  # the default of ssl_views / build_transform("ssl")
+
+
+def ssl_augment_named(name: str) -> SSLAugment:
+    if name not in SSL_AUGMENTS:
+        raise ConfigError(f"ssl_augment={name!r}: expected one of {sorted(SSL_AUGMENTS)}")
+    return SSL_AUGMENTS[name]
 
 
 class MultiView:
@@ -86,8 +100,10 @@ def build_transform(
     std,
     resize_size: int | None = None,
     blur: bool | None = None,
+    augment: SSLAugment = SSL_AUGMENT,
 ):
-    """A callable PIL image -> normalised float tensor (C, H, W) for ``kind``."""
+    """A callable PIL image -> normalised float tensor (C, H, W) for ``kind`` (``augment``: the
+    ``ssl`` kind's set)."""
     from torchvision import transforms as T
 
     if kind not in KINDS:
@@ -104,7 +120,7 @@ def build_transform(
     elif kind == "train_cifar":
         ops = [T.RandomCrop(image_size, padding=4), T.RandomHorizontalFlip()]
     else:
-        a = SSL_AUGMENT
+        a = augment
         ops = [
             T.RandomResizedCrop(image_size, scale=a.crop_scale, interpolation=bicubic),
             T.RandomHorizontalFlip(a.flip_p),
@@ -114,13 +130,14 @@ def build_transform(
         if blur if blur is not None else image_size >= 64:
             k = max(3, int(0.1 * image_size) // 2 * 2 + 1)  # odd kernel, ~10% of the side
             ops.append(T.RandomApply([T.GaussianBlur(k, sigma=a.blur_sigma)], p=a.blur_p))
-        ops.append(T.RandomSolarize(threshold=128, p=a.solarize_p))
+        if a.solarize_p > 0:
+            ops.append(T.RandomSolarize(threshold=128, p=a.solarize_p))
     return T.Compose(ops + tail)
 
 
 def ssl_views(x, g, aug: SSLAugment = SSL_AUGMENT):
     """One SSL view of a batch in [0, 1] (N, 3, H, W) with batched tensor ops, for in-memory
-    arrays (mini, CIFAR): :data:`SSL_AUGMENT`'s random resized crop, flip, colour jitter,
+    arrays (mini, CIFAR): ``aug``'s random resized crop, flip, colour jitter,
     grayscale and solarize, drawn from the generator ``g``. What differs from the per-image
     ``ssl`` transform: bilinear instead of bicubic resampling, and no hue jitter (it needs an
     HSV round trip per pixel); no blur, as below 64 px there.
@@ -232,7 +249,12 @@ def tv_preset_eval(recipe, resize: int, crop: int, mean, std):
 
 
 def run_transform(recipe, method: str, info: dict, which: str):
-    """A run's ``train`` or ``eval`` transform from its recipe and ``vcr.data.dataset_info``."""
+    """A run's ``train`` or ``eval`` transform from its recipe and ``vcr.data.dataset_info``.
+
+    Evaluation (training-time validation and the final val/test numbers) resizes to the
+    recipe's ``val_resize_size`` before the centre crop (ImageNet's "resize 256, crop 224";
+    232 for torchvision's 600-epoch recipes); at the native size of small images both are the
+    identity."""
     native, mean, std = int(info["image_size"]), info["mean"], info["std"]
     crop, resize, eval_crop = resolved_sizes(recipe, native)
     kind = train_transform_kind(recipe.train_transform, method, native)
@@ -241,6 +263,13 @@ def run_transform(recipe, method: str, info: dict, which: str):
             return tv_preset_train(recipe, crop, mean, std)
         return tv_preset_eval(recipe, resize, eval_crop, mean, std)
     if which == "eval":
-        return build_transform("eval", image_size=eval_crop, mean=mean, std=std)
-    train = build_transform(kind, image_size=crop, mean=mean, std=std)
+        return build_transform("eval", image_size=eval_crop, resize_size=resize, mean=mean, std=std)
+    augment = ssl_augment_named(recipe.ssl_augment)
+    train = build_transform(kind, image_size=crop, mean=mean, std=std, augment=augment)
     return MultiView(train, 2) if kind == "ssl" else train
+
+
+def probe_resize(image_size: int, resize_size: int | None) -> int | None:
+    """The eval resize a probe asks for (e.g. 256 before a 224 crop), or None (resize to the
+    crop) for images below 64 px, which are used at their native size."""
+    return resize_size if resize_size and image_size >= 64 else None

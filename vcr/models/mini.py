@@ -34,11 +34,12 @@ class _TimmLike(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """timm/torchvision ResNet bottleneck (1x1, 3x3 with the stride, 1x1 x4), zero-init last BN."""
+    """timm/torchvision ResNet bottleneck (1x1, 3x3 with the stride, 1x1 x4); the last BN's
+    weight starts at zero when ``zero_init_last`` (timm's default; torchvision's is not to)."""
 
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1):
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, zero_init_last: bool = True):
         super().__init__()
         out = planes * self.expansion
         self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
@@ -47,7 +48,8 @@ class Bottleneck(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = nn.Conv2d(planes, out, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out)
-        nn.init.zeros_(self.bn3.weight)
+        if zero_init_last:
+            nn.init.zeros_(self.bn3.weight)
         self.downsample = None
         if stride != 1 or inplanes != out:  # projection shortcut (a VCR "downsample" site)
             self.downsample = nn.Sequential(
@@ -65,7 +67,9 @@ class ResNet(_TimmLike):
     """Small bottleneck ResNet for 32x32 images, named like timm's ``ResNet`` (conv1, bn1,
     maxpool, layer1..4 of blocks with ``downsample``, global_pool, fc)."""
 
-    def __init__(self, num_classes, channels, layers, stem_width, stem_stride, stem_pool):
+    def __init__(
+        self, num_classes, channels, layers, stem_width, stem_stride, stem_pool, zero_init_last
+    ):
         super().__init__()
         self.conv1 = nn.Conv2d(3, stem_width, 3, stem_stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(stem_width)
@@ -75,7 +79,7 @@ class ResNet(_TimmLike):
             blocks = []
             for j in range(n):
                 stride = 2 if (i > 1 and j == 0) else 1
-                blocks.append(Bottleneck(inplanes, planes, stride))
+                blocks.append(Bottleneck(inplanes, planes, stride, zero_init_last))
                 inplanes = planes * Bottleneck.expansion
             self.add_module(f"layer{i}", nn.Sequential(*blocks))
         self.num_features = inplanes
@@ -107,17 +111,28 @@ def mini_resnet(
     stem_width: int = 16,
     stem_stride: int = 2,
     stem_pool: bool = True,
+    zero_init_last: bool = True,
 ) -> nn.Module:
     """Bottleneck ResNet (4x expansion: block outputs 32..256 wide), layers (1,1,1,1), a 3x3/2
     stem conv + 3x3/2 max-pool: stage resolutions 8/4/2/1 on 32x32 inputs. Module names as timm
     resnet50, so attach places VCR the same way (4 blocks, stem pool + 4 projection shortcuts).
+
+    ``zero_init_last`` as timm's ResNet (the torchvision recipes pass False, as torchvision).
 
     Budget choice: the mini pipeline trains ~60 models on 2 CPU cores; with ``stem_stride=1,
     stem_pool=False`` (stages at 32..4, CIFAR practice) one step costs ~9x more.
     """
     if stem_width % 2:
         raise ConfigError(f"mini_resnet stem_width={stem_width} must be even")
-    return ResNet(num_classes, tuple(channels), tuple(layers), stem_width, stem_stride, stem_pool)
+    return ResNet(
+        num_classes,
+        tuple(channels),
+        tuple(layers),
+        stem_width,
+        stem_stride,
+        stem_pool,
+        zero_init_last,
+    )
 
 
 class LayerNorm2d(nn.LayerNorm):

@@ -8,16 +8,25 @@ from vcr.errors import ConfigError
 from vcr.models.registry import feature_dim
 
 
+class BatchNormNoShift(nn.BatchNorm1d):
+    """BatchNorm1d with a learnable scale and no learnable shift (SimCLR's ``center=False``)."""
+
+    def __init__(self, num_features: int, **kwargs):
+        super().__init__(num_features, affine=True, **kwargs)
+        self.register_parameter("bias", None)
+
+
 def simclr_projector(in_dim: int, hidden: int = 2048, out: int = 256) -> nn.Sequential:
     """VCR App. B.4: two-layer MLP in_dim->2048->256, ReLU between, BN after every layer.
-    (SimCLR v1 itself projects to 128; ``out=128`` gives that.) Biases follow SimCLR v1: the
-    first Linear has one, the last none (the BN after it supplies the shift)."""
+    (SimCLR v1 itself projects to 128; ``out=128`` gives that.) Biases and shifts as SimCLR v1's
+    ``linear_layer``: a Linear followed by a BN has no bias (the BN's shift replaces it), and
+    the last BN has no shift either (``center=False``), only a scale."""
     return nn.Sequential(
-        nn.Linear(in_dim, hidden),
+        nn.Linear(in_dim, hidden, bias=False),
         nn.BatchNorm1d(hidden),
         nn.ReLU(inplace=True),
         nn.Linear(hidden, out, bias=False),
-        nn.BatchNorm1d(out),
+        BatchNormNoShift(out),
     )
 
 

@@ -2,6 +2,9 @@
 
 - ``vcr.plan.design``: the paper's design, ``vcr/design.yaml``, read and checked;
 - ``vcr.plan.jobs``: config + design -> every job (:class:`Plan`, :func:`build_plan`);
+- ``vcr.plan.rows``: a design row's variants (imported/trained baselines, eq2/alg1 rows);
+- ``vcr.plan.counts``: the jobs each target runs, by rule;
+- ``vcr.plan.layout``: every GPU job asks for its recipe's world size;
 - ``vcr.plan.resources``: SLURM resources per job and the trainer's launcher;
 - ``vcr.plan.check``: the results check of a finished run;
 - ``vcr.plan.config``: reading and validating ``config.yaml`` as Snakemake does;
@@ -12,7 +15,7 @@ Importing it imports neither torch nor snakemake (the Snakefile imports it).
 
 from pathlib import Path
 
-from vcr.names import FIGURES, SCALES, TABLES, TARGETS
+from vcr.names import FIGURES, LEDGERS, SCALES, TABLES, TARGETS
 from vcr.plan.check import check_results
 from vcr.plan.config import deep_update, load_config, validate_config
 from vcr.plan.design import load_design
@@ -29,6 +32,7 @@ RENDER_CODE = (
     "vcr/tables/paper.py",
 )
 FIGURE_CODE = ("workflow_scripts/figure2.py", "vcr/figures.py")
+CLAIMS_CODE = ("workflow_scripts/claims.py", "vcr/claims.py", *RENDER_CODE[1:])
 
 
 def compile_bytecode(root) -> None:
@@ -43,8 +47,10 @@ def compile_bytecode(root) -> None:
 
 
 __all__ = [
+    "CLAIMS_CODE",
     "FIGURES",
     "FIGURE_CODE",
+    "LEDGERS",
     "RENDER_CODE",
     "SCALES",
     "TABLES",

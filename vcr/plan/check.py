@@ -1,12 +1,15 @@
-"""Checking the published outputs of a finished run: every planned cell of every table has a
-number and the figure is a PNG (``python -m vcr.plan --check-results``, used by CI)."""
+"""Checking the published outputs of a finished run: every planned cell of every table (under
+each selection rule) has a number, the figure is a PNG and every claim of the ledger has a
+verdict (``python -m vcr.plan --check-results``, used by CI)."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
-from vcr.names import TARGETS
+from vcr.names import LEDGERS, TARGETS
+
+VERDICTS = ("supported", "not supported", "inconclusive", "not run")  # vcr.claims.VERDICTS
 
 
 def check_results(plan, targets=TARGETS) -> list[str]:
@@ -33,21 +36,31 @@ def check_results(plan, targets=TARGETS) -> list[str]:
             if methods != set(plan.two_moons):
                 problems.append(f"{outs[1]}: methods {sorted(methods)} != {sorted(plan.two_moons)}")
             continue
+        if target in LEDGERS:
+            with open(outs[1], newline="") as fh:
+                claims = list(csv.DictReader(fh))
+            if not claims:
+                problems.append(f"{outs[1]}: no claims")
+            for c in claims:
+                if c.get("verdict") not in VERDICTS:
+                    problems.append(f"{outs[1]}: claim {c.get('claim_id')} has no verdict")
+            continue
         planned = {c["key"] for c in plan.tables[target].spec["columns"] if c["eval_dataset"]}
-        with open(outs[2], newline="") as fh:
-            cells = list(csv.DictReader(fh))
-        for key in sorted(planned):
-            for row in plan.tables[target].spec["rows"]:
-                found = [c for c in cells if c["row"] == row["key"] and c["column"] == key]
-                if not found:
-                    problems.append(f"{target}: no cell ({row['key']}, {key}) in {outs[2]}")
-                    continue
-                cell = found[0]
-                if cell["status"] != "ok" or not _is_number(cell["mean"]):
-                    problems.append(
-                        f"{target}: cell ({row['key']}, {key}) is {cell['status']!r} "
-                        f"(mean {cell['mean']!r})"
-                    )
+        for path in (p for p in outs if p.endswith(".csv")):
+            with open(path, newline="") as fh:
+                cells = list(csv.DictReader(fh))
+            for key in sorted(planned):
+                for row in plan.tables[target].spec["rows"]:
+                    found = [c for c in cells if c["row"] == row["key"] and c["column"] == key]
+                    if not found:
+                        problems.append(f"{target}: no cell ({row['key']}, {key}) in {path}")
+                        continue
+                    cell = found[0]
+                    if cell["status"] != "ok" or not _is_number(cell["mean"]):
+                        problems.append(
+                            f"{target}: cell ({row['key']}, {key}) of {path} is "
+                            f"{cell['status']!r} (mean {cell['mean']!r})"
+                        )
         if not planned:
             problems.append(f"{target}: no column of this table is planned at {plan.scale}")
     return problems

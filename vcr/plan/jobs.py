@@ -25,7 +25,13 @@ Design choices (the paper is silent or ambiguous; each is one config key away):
   ``pretrain.py --init-weights`` with ``epochs=0``; such a baseline has ONE seed (a single
   download; L-BFGS probing is deterministic, repeating it would only copy the number). ``train``
   trains the baseline with the same recipe and all seeds (what the mini/cifar scales do, since
-  their architectures have no released weights).
+  their architectures have no released weights). ``both`` (the paper scale) plans the two as
+  rows of their own (the paper's number beside each): torchvision's weights are the paper's
+  comparison, the trained baseline the like-for-like control of the VCR rows (same code,
+  recipe, sampler, seeds and selection machinery; only VCR differs).
+* VCR gradient convention (``cov_scale``): one for all runs, except the tables listed in
+  ``scales.<s>.cov_scales``, whose VCR rows run under each listed convention, one row each (the
+  cifar scale plans eq. 2 and Algorithm 1 side by side for Tables 2 and 3).
 * ResNet-50 recipe (``table1.resnet50_recipe``): ``tv_resnet50_v2`` by default - torchvision's
   DEFAULT weights when the paper was written, and the label smoothing / mixup of that recipe fits
   the paper's low ResNet-50 transfer baseline (Cars 43.6 %); ``tv_resnet50_v1`` is the
@@ -46,15 +52,20 @@ from vcr import io
 from vcr.errors import ConfigError
 from vcr.names import (
     COLLAPSE_METRICS,
+    LEDGERS,
     MEAN_PER_CLASS_DATASETS,
     PROBE_PROTOCOLS,
     SCALES,
+    SELECTION_RULES,
     TABLES,
     TARGET_LABELS,
     TARGETS,
 )
+from vcr.plan import counts
 from vcr.plan import resources as R
 from vcr.plan.design import Column, Row, TableDesign, load_design
+from vcr.plan.layout import check_world_sizes
+from vcr.plan.rows import row_variants
 from vcr.records import RunSpec, fmt_float
 
 
@@ -173,6 +184,7 @@ class Plan:
         for name in TABLES:
             self.tables[name] = self._plan_table(name, tables[name])
         self.two_moons = self._plan_two_moons()
+        check_world_sizes(self)
 
     # --- config lookups ----------------------------------------------------------------------
     def _check_maps(self):
@@ -243,10 +255,13 @@ class Plan:
     def run_dir(self, relpath: str) -> str:
         return f"{self.work}/runs/{relpath}"
 
-    def recipe_overrides(self, recipe: str) -> tuple[str, ...]:
+    def recipe_overrides(self, recipe: str, dataset: str | None = None) -> tuple[str, ...]:
+        """``default`` <- ``<recipe>`` <- ``<recipe>:<dataset>`` of ``recipe_overrides``."""
         ro = self.sc.get("recipe_overrides") or {}
         merged = dict(ro.get("default") or {})
         merged.update(ro.get(recipe) or {})
+        if dataset:
+            merged.update(ro.get(f"{recipe}:{dataset}") or {})
         return format_sets(merged)
 
     def probe_overrides(self, protocol: str) -> tuple[str, ...]:
@@ -259,13 +274,14 @@ class Plan:
             self.pretrain[key] = Pretrain(
                 spec,
                 self.manifest(dataset),
-                self.recipe_overrides(spec.recipe) + tuple(extra),
+                self.recipe_overrides(spec.recipe, spec.dataset) + tuple(extra),
                 init_weights,
             )
         return key
 
-    def _row_runs(self, table: str, row: Row, design: TableDesign, pre: tuple[str, str]):
-        """The RunSpecs of one row on one pretraining dataset (sweep x lr x seeds)."""
+    def _row_runs(self, table: str, row: Row, design: TableDesign, pre, fixed: dict):
+        """The RunSpecs of one row variant on one pretraining dataset (sweep x lr x seeds);
+        ``fixed``: the variant's ``init`` (baselines) or ``cov_scale`` (VCR rows)."""
         dataset, target = pre
         base = dict(
             scale=self.scale,
@@ -274,20 +290,19 @@ class Plan:
             dataset=dataset,
             target=target,
             recipe=row.recipe,
-            cov_scale=self.config.get("cov_scale", "eq2"),
+            cov_scale=fixed.get("cov_scale", self.config.get("cov_scale", "eq2")),
             delta=float(self.config.get("delta", 0.0)),
         )
         keys = []
         if row.placement == "none":
-            mode = self.sc.get("table1_baseline", "train") if row.baseline == "table1" else "train"
-            if mode == "torchvision_weights":
+            if fixed.get("init") == "torchvision":
                 weights = self.config.get("table1", {}).get("weights", {}).get(row.recipe)
                 if weights is None:
                     raise ConfigError(
                         f"table1.weights.{row.recipe}: no weights file given for the imported "
                         "baseline (a torchvision .pth below data_root; README 'Running on SLURM')"
                     )
-                spec = RunSpec(**base, placement="none", lr=0.0, seed=0)
+                spec = RunSpec(**base, placement="none", lr=0.0, seed=0, init="torchvision")
                 keys.append(
                     self._add_run(spec, dataset, f"{self.data_root}/{weights}", ("epochs=0",))
                 )
@@ -369,24 +384,17 @@ class Plan:
             if ok:
                 active.append((col, pre, ev))
         rows, runs, records = [], [], []
+        # the active columns grouped by pretraining dataset (Tables 2, 3: one per column)
+        by_pre: dict[tuple[str, str], list] = {}
+        for col, pre, ev in active:
+            by_pre.setdefault(pre, []).append((col, ev))
         for row in design.rows:
-            match = {
-                "method": row.method,
-                "arch": self.map_arch(row.arch),
-                "recipe": row.recipe,
-                "placement": row.placement,
-            }
-            if row.pretrain_key is not None and self.map_dataset(row.pretrain_key):
-                match["dataset"] = self.map_dataset(row.pretrain_key)[0]
-            rows.append({"key": row.key, "label": row.label, "match": match})
-            # group the active columns by pretraining dataset (Tables 2, 3: one per column)
-            by_pre: dict[tuple[str, str], list] = {}
-            for col, pre, ev in active:
-                by_pre.setdefault(pre, []).append((col, ev))
-            for pre, cols in by_pre.items():
-                for run in self._row_runs(name, row, design, pre):
-                    runs.append(run)
-                    records += self._run_records(run, cols)
+            for spec_row, fixed in row_variants(self, name, row):
+                rows.append(spec_row)
+                for pre, cols in by_pre.items():
+                    for run in self._row_runs(name, row, design, pre, fixed):
+                        runs.append(run)
+                        records += self._run_records(run, cols)
         spec = {"table": name, "scale": self.scale, "rows": rows, "columns": columns}
         return TablePlan(name, spec, _unique(runs), _unique(records))
 
@@ -439,10 +447,30 @@ class Plan:
     def spec_path(self, table: str) -> str:
         return f"{self.work}/tables/{table}.json"
 
+    @property
+    def selection(self) -> str:
+        """The selection rule of the published tables (config ``selection``)."""
+        return self.config.get("selection", "per_cell")
+
+    @property
+    def other_selections(self) -> tuple[str, ...]:
+        """The other rules, each rendered beside: ``results/tables/<table>.<rule>.{md,tex,csv}``."""
+        return tuple(r for r in SELECTION_RULES if r != self.selection)
+
     def table_outputs(self, table: str) -> list[str]:
         if table == "figure2":
             return self.figure_outputs()
-        return [f"{self.results}/tables/{table}.{ext}" for ext in ("md", "tex", "csv")]
+        if table in LEDGERS:
+            return self.claims_outputs()
+        prefixes = [table] + [f"{table}.{rule}" for rule in self.other_selections]
+        return [f"{self.results}/tables/{p}.{ext}" for p in prefixes for ext in TABLE_FORMATS]
+
+    def claims_outputs(self) -> list[str]:
+        return [f"{self.results}/claims.md", f"{self.results}/claims.csv"]
+
+    def claims_records(self) -> list[str]:
+        """Every table's record files (each once): the claims ledger's evidence."""
+        return _unique(r for t in TABLES for r in self.tables[t].records)
 
     def figure_outputs(self) -> list[str]:
         return [f"{self.results}/figures/figure2.png", f"{self.results}/tables/figure2_margins.csv"]
@@ -480,6 +508,18 @@ class Plan:
     def collapse_job(self, run: str) -> Evaluation:
         return self.eval_job(f"{self.run_dir(run)}/eval/collapse/{COLLAPSE_METRICS[0]}.json")
 
+    # --- counts (vcr.plan.counts) ---------------------------------------------------------------
+    def table_jobs(self, table: str) -> dict[str, int]:
+        """Jobs a table's target runs from scratch, by rule name (what ``snakemake -n`` lists)."""
+        return counts.table_jobs(self, table)
+
+    def total_jobs(self) -> int:
+        """Jobs of ``all`` from scratch (shared runs counted once), incl. the ``all`` rule."""
+        return counts.total_jobs(self)
+
+    def summary(self) -> dict:
+        return counts.summary(self)
+
     # --- resources ---------------------------------------------------------------------------
     def pretrain_resources(self, key: str) -> dict[str, Any]:
         job = self.pretrain_job(key)
@@ -506,58 +546,9 @@ class Plan:
             return R.per_job(per_proto, lambda wc: wc.protocol)
         return R.effective(self.resources.merged(rule))
 
-    # --- counts ------------------------------------------------------------------------------
-    def table_jobs(self, table: str) -> dict[str, int]:
-        """Jobs a table's target runs from scratch, by rule name (what ``snakemake -n`` lists)."""
-        counts: dict[str, int] = {}
 
-        def add(rule, n=1):
-            counts[rule] = counts.get(rule, 0) + n
-
-        if table == "figure2":
-            add("two_moons", len(self.two_moons))
-            add("plot_figure2")
-            return counts
-        tp = self.tables[table]
-        datasets = set()
-        for run in tp.runs:
-            add("pretrain")
-            datasets.add(self.pretrain[run].spec.dataset)
-        seen = set()
-        for rec in tp.records:
-            ev = self.evals[rec]
-            if id(ev) in seen:
-                continue
-            seen.add(id(ev))
-            add(EVAL_RULES[ev.kind])
-            datasets.update(d for d, _ in ev.datasets if ev.kind != "classifier")
-        if datasets:
-            add("prepare_data", len(datasets))
-        add("table_spec")
-        add("render_table")
-        return dict(sorted(counts.items()))
-
-    def total_jobs(self) -> int:
-        """Jobs of ``all`` from scratch (shared runs counted once), incl. the ``all`` rule."""
-        probes = {id(e): e for e in self.evals.values()}
-        n = len(self.pretrain) + len(probes) + len(self.datasets)
-        n += 2 * len(TABLES)  # table_spec + render_table
-        n += len(self.two_moons) + 1 if self.two_moons else 0
-        return n + 1
-
-    def summary(self) -> dict:
-        return {
-            "scale": self.scale,
-            "pretrain_runs": len(self.pretrain),
-            "evaluation_jobs": len({id(e) for e in self.evals.values()}),
-            "datasets": sorted(self.datasets),
-            "per_table": {t: self.table_jobs(t) for t in TARGETS},
-            "total_jobs": self.total_jobs(),
-        }
-
-
-# The rule that runs each kind of evaluation.
-EVAL_RULES = {"probe": "probe", "classifier": "classifier_metric", "collapse": "collapse"}
+TABLE_FORMATS = ("md", "tex", "csv")
+EVAL_RULES = counts.EVAL_RULES  # the rule that runs each kind of evaluation
 
 
 def _unique(items):

@@ -140,13 +140,15 @@ def finetune_on_dataset(task, cfg: FinetuneConfig) -> dict[str, Any]:
     """The registry entry: load the dataset's splits with the run's transforms and fine-tune the
     run's backbone (``task`` is a ``vcr.probes.run.ProbeTask``)."""
     from vcr.data import build_transform, load_dataset
-    from vcr.data.transforms import train_transform_kind
+    from vcr.data.transforms import probe_resize, train_transform_kind
     from vcr.models import load_backbone
 
     info = task.info
     kind = train_transform_kind(cfg.train_transform, "supervised", int(info["image_size"]))
     norm = {"image_size": info["image_size"], "mean": info["mean"], "std": info["std"]}
-    train_tf, eval_tf = build_transform(kind, **norm), build_transform("eval", **norm)
+    resize = probe_resize(int(info["image_size"]), task.eval_resize)  # 256 before the 224 crop
+    train_tf = build_transform(kind, **norm)
+    eval_tf = build_transform("eval", resize_size=resize, **norm)
     sets = {
         s: load_dataset(task.dataset, s, manifest=task.manifest, transform=tf, target=task.target)
         for s, tf in (("train", train_tf), ("val", eval_tf), ("test", eval_tf))

@@ -21,7 +21,14 @@ COMMON_SETTINGS = {
     "extract_batch_size": 256,  # backbone batch size for feature extraction
     "extract_workers": -1,  # DataLoader workers for extraction; -1: CPUs - 1, at most 8
     "cache_dtype": "float32",  # feature cache dtype (float32 | float16)
+    # shorter side before the centre crop at evaluation; -1: the protocol's (EVAL_RESIZE), 0:
+    # the crop itself. Images below 64 px are always used at their native size.
+    "eval_resize": -1,
 }
+# "Resize 256, centre crop 224" where the protocol's source says so: the VISSL/VICReg
+# Places205 and iNat18 linear probes and the SimCLR/VICReg 1% fine-tuning (PAPER_PROTOCOLS §5).
+# The L-BFGS transfer probes resize to 224 (Kornblith et al. / SimCLR), as the AdamW probe.
+EVAL_RESIZE = {"sgd": 256, "finetune": 256, "lbfgs": 0, "adamw": 0}
 
 
 @dataclass
@@ -34,11 +41,18 @@ class ProbeTask:
     info: dict  # vcr.data.dataset_info(manifest, target)
     target: str
     device: Any
+    eval_resize: int = 0  # shorter side before the eval crop (0: the crop; see COMMON_SETTINGS)
 
     def splits(self) -> list:
         """``[Xtr, ytr, Xval, yval, Xtest, ytest]``: cached frozen features of the three splits."""
         feats = {
-            s: self.features.get(self.dataset, s, manifest=self.manifest, target=self.target)
+            s: self.features.get(
+                self.dataset,
+                s,
+                manifest=self.manifest,
+                target=self.target,
+                resize_size=self.eval_resize,
+            )
             for s in SPLITS
         }
         return [t for s in SPLITS for t in feats[s]]
@@ -152,6 +166,8 @@ def evaluate_run(
             "give one manifest per eval dataset, in the same order"
         )
     cfg, com = split_config(proto.config, dict(sets or {}), common=COMMON_SETTINGS)
+    if com["eval_resize"] < 0:
+        com["eval_resize"] = EVAL_RESIZE[protocol]
     run_json = run_dir / "run.json"
     if not run_json.is_file():
         raise FileNotFoundError(f"{run_json} is missing: is {run_dir} a finished pretraining run?")
@@ -177,7 +193,8 @@ def evaluate_run(
     records = []
     for name, m, info in zip(eval_datasets, manifests, infos):
         t0 = time.perf_counter()
-        res = proto.fit(ProbeTask(feats, name, m, info, target, device), cfg)
+        task = ProbeTask(feats, name, m, info, target, device, com["eval_resize"])
+        res = proto.fit(task, cfg)
         summary = {
             key: res[key]
             for key in ("best_lambda", "best_index", "val_scores", "refit_iter", "best_epoch")
@@ -185,6 +202,7 @@ def evaluate_run(
         }
         extra = {
             "target": target,
+            "eval_resize": com["eval_resize"],
             "num_classes": info["num_classes"],
             "config": res.get("config", asdict(cfg)),
             "seconds": time.perf_counter() - t0,

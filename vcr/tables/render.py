@@ -34,8 +34,9 @@ from pathlib import Path
 
 from vcr import io
 from vcr.errors import ConfigError
+from vcr.names import SELECTION_RULES
 from vcr.records import RunSpec
-from vcr.select import Selection, select
+from vcr.select import Selection, select, select_row
 from vcr.tables.paper import column_meta, load_paper_numbers, paper_value, table_meta
 
 NOT_RUN = "not run"
@@ -129,10 +130,19 @@ def _unit(table: str, numbers: dict) -> str:
     return table_meta(table, numbers).get("unit", "raw")
 
 
-def build_cells(spec: dict, records: list[dict], numbers: dict | None = None) -> list[dict]:
-    """One dict per (row, column) with the CSV_COLUMNS keys; rows then columns in spec order."""
+def build_cells(
+    spec: dict, records: list[dict], numbers: dict | None = None, selection: str = "per_cell"
+) -> list[dict]:
+    """One dict per (row, column) with the CSV_COLUMNS keys; rows then columns in spec order.
+
+    ``selection``: ``per_cell`` (each cell its own alpha/beta/lr) or ``per_row`` (one per row),
+    see ``vcr.select``. A row's paper numbers are those of its ``paper_key`` (default: its key),
+    so two rows of ours (e.g. imported and trained baselines) can stand beside one paper row.
+    """
     numbers = numbers if numbers is not None else load_paper_numbers()
     validate_spec(spec, numbers)
+    if selection not in SELECTION_RULES:
+        raise ConfigError(f"selection={selection!r}: expected one of {SELECTION_RULES}")
     table, scale = spec["table"], spec.get("scale")
     unit = _unit(table, numbers)
     factor = 100.0 if unit == "%" else 1.0
@@ -141,8 +151,16 @@ def build_cells(spec: dict, records: list[dict], numbers: dict | None = None) ->
     cells = []
     for row in spec["rows"]:
         row_recs = [r for r in records if matches(row["match"], r["run"])]
+        run_cols = [c for c in spec["columns"] if c["eval_dataset"] is not None]
+        by_col = {c["key"]: [r for r in row_recs if column_matches(c, r)] for c in run_cols}
+        if selection == "per_row":
+            sels = select_row(by_col, where=f"{table}/{row['key']}")
+        else:
+            sels = {
+                k: select(recs, where=f"{table}/{row['key']}/{k}") for k, recs in by_col.items()
+            }
         for col in spec["columns"]:
-            paper = paper_value(table, row["key"], col["key"], numbers)
+            paper = paper_value(table, row.get("paper_key", row["key"]), col["key"], numbers)
             cell = {k: None for k in CSV_COLUMNS}
             cell.update(
                 table=table,
@@ -163,14 +181,14 @@ def build_cells(spec: dict, records: list[dict], numbers: dict | None = None) ->
                 cell["status"] = "not in plan"
                 cells.append(cell)
                 continue
-            cell_recs = [r for r in row_recs if column_matches(col, r)]
-            sel = select(cell_recs, where=f"{table}/{row['key']}/{col['key']}")
+            sel = sels[col["key"]]
             if sel is None:
                 cell["status"] = "no records"
                 cells.append(cell)
                 continue
             _fill(cell, sel, factor)
-            cell["vcr_grad_ratio"] = _strength(cell_recs, sel)
+            cell["vcr_grad_ratio"] = _strength(by_col[col["key"]], sel)
+            cell["tests"] = [t * factor for t in sel.tests]  # per seed (claims ledger)
             cells.append(cell)
     return cells
 
@@ -267,7 +285,19 @@ def _hp_text(cell: dict) -> str:
     return f"α={fmt_float(cell['alpha'])} β={fmt_float(cell['beta'])} lr={lr}"
 
 
-def caption(spec: dict, cells: list[dict], numbers: dict | None = None) -> str:
+SELECTION_TEXT = {
+    "per_cell": "for the (α, β, lr) with the best mean validation score over seeds, chosen per "
+    "cell on validation only (vcr.select)",
+    "per_row": "for ONE (α, β, lr) per row (selection=per_row): the one with the best mean over "
+    "the row's columns of the per-column mean validation score over seeds, chosen on "
+    "validation only (vcr.select; the per_cell rule lets each VCR cell pick its own, which "
+    "favours the VCR rows)",
+}
+
+
+def caption(
+    spec: dict, cells: list[dict], numbers: dict | None = None, selection: str = "per_cell"
+) -> str:
     """What was measured, the selection rule, the scale and the VCR cov_scale of the runs."""
     numbers = numbers if numbers is not None else load_paper_numbers()
     table = spec["table"]
@@ -304,8 +334,7 @@ def caption(spec: dict, cells: list[dict], numbers: dict | None = None) -> str:
         f"Table {table.removeprefix('table')}: {meta.get('title', '')}. "
         f"Measured ({unit_text}): {measured}. "
         "Each cell: the paper's number; ours = mean ± sample std (ddof=1; – when n=1) of the "
-        "test metric over seeds (n), for the (α, β, lr) with the best mean validation score over "
-        "seeds, chosen per cell on validation only (vcr.select); Δ = ours − paper. "
+        f"test metric over seeds (n), {SELECTION_TEXT[selection]}; Δ = ours − paper. "
         f"{cov_text}{strength} {scale_text} {n_run}/{len(cells)} cells run."
     )
     counts = meta.get("class_counts")
@@ -353,7 +382,9 @@ def _headers(spec: dict, cells: list[dict], numbers: dict) -> list[str]:
     return [corner] + [labels[col["key"]] for col in spec["columns"]]
 
 
-def render_markdown(spec: dict, cells: list[dict], numbers: dict | None = None) -> str:
+def render_markdown(
+    spec: dict, cells: list[dict], numbers: dict | None = None, selection: str = "per_cell"
+) -> str:
     from tabulate import tabulate
 
     numbers = numbers if numbers is not None else load_paper_numbers()
@@ -370,7 +401,7 @@ def render_markdown(spec: dict, cells: list[dict], numbers: dict | None = None) 
     number = spec["table"].removeprefix("table")
     return (
         f"### Table {number} ({spec.get('scale') or 'mixed scales'} scale)\n\n"
-        f"{caption(spec, cells, numbers)}\n\n{body}\n\n"
+        f"{caption(spec, cells, numbers, selection)}\n\n{body}\n\n"
         f"Chosen hyperparameters (validation only):\n\n{hps}\n"
     )
 
@@ -405,7 +436,9 @@ def _tex_cell(cell: dict) -> str:
     return r"\begin{tabular}[t]{@{}c@{}}" + r"\\ ".join(lines) + r"\end{tabular}"
 
 
-def render_latex(spec: dict, cells: list[dict], numbers: dict | None = None) -> str:
+def render_latex(
+    spec: dict, cells: list[dict], numbers: dict | None = None, selection: str = "per_cell"
+) -> str:
     """A ``table*`` float (needs ``booktabs``) ready for ``\\input``."""
     numbers = numbers if numbers is not None else load_paper_numbers()
     headers = [tex_escape(h) for h in _headers(spec, cells, numbers)]
@@ -423,7 +456,7 @@ def render_latex(spec: dict, cells: list[dict], numbers: dict | None = None) -> 
     lines += [
         r"\bottomrule",
         r"\end{tabular}",
-        r"\caption{" + tex_escape(caption(spec, cells, numbers)) + "}",
+        r"\caption{" + tex_escape(caption(spec, cells, numbers, selection)) + "}",
         r"\label{tab:" + spec["table"] + "}",
         r"\end{table*}",
     ]
@@ -441,15 +474,21 @@ def render_csv(cells: list[dict]) -> str:
     return df.to_csv(index=False)
 
 
-def write_outputs(spec: dict, cells: list[dict], out_prefix, numbers: dict | None = None):
+def write_outputs(
+    spec: dict,
+    cells: list[dict],
+    out_prefix,
+    numbers: dict | None = None,
+    selection: str = "per_cell",
+):
     """Write ``<out_prefix>.md``, ``.tex`` and ``.csv`` atomically; return the paths by suffix.
 
     All three texts are built before the first write, so an error leaves no partial output.
     """
     numbers = numbers if numbers is not None else load_paper_numbers()
     texts = {
-        "md": render_markdown(spec, cells, numbers),
-        "tex": render_latex(spec, cells, numbers),
+        "md": render_markdown(spec, cells, numbers, selection),
+        "tex": render_latex(spec, cells, numbers, selection),
         "csv": render_csv(cells),
     }
     out_prefix = Path(out_prefix)
@@ -462,8 +501,13 @@ def write_outputs(spec: dict, cells: list[dict], out_prefix, numbers: dict | Non
 
 
 def render_table(
-    spec: dict, records: list[dict], out_prefix, numbers: dict | None = None
+    spec: dict,
+    records: list[dict],
+    out_prefix,
+    numbers: dict | None = None,
+    selection: str = "per_cell",
 ) -> dict[str, Path]:
     """Select every cell from ``records`` and write the three outputs (see ``write_outputs``)."""
     numbers = numbers if numbers is not None else load_paper_numbers()
-    return write_outputs(spec, build_cells(spec, records, numbers), out_prefix, numbers)
+    cells = build_cells(spec, records, numbers, selection)
+    return write_outputs(spec, cells, out_prefix, numbers, selection)
