@@ -27,11 +27,13 @@ RENDER_CODE = (
     "vcr/tables/paper.py",
 )
 FIGURE_CODE = ("workflow_scripts/figure2.py", "vcr/figures.py")
+STUDY_CODE = ("workflow_scripts/study_report.py", "vcr/study.py")
 
 __all__ = [
     "FIGURES",
     "FIGURE_CODE",
     "RENDER_CODE",
+    "STUDY_CODE",
     "SCALES",
     "TABLES",
     "TARGETS",

@@ -173,6 +173,9 @@ class Plan:
         for name in TABLES:
             self.tables[name] = self._plan_table(name, tables[name])
         self.two_moons = self._plan_two_moons()
+        from vcr.plan.study import plan_study  # (it imports this module)
+
+        self.study = plan_study(self)  # the eq. 2 / Alg. 1 study: not a table, not in `all`
 
     # --- config lookups ----------------------------------------------------------------------
     def _check_maps(self):
@@ -459,16 +462,16 @@ class Plan:
     # --- lookups by job ----------------------------------------------------------------------
     def pretrain_job(self, key: str) -> Pretrain:
         try:
-            return self.pretrain[key]
-        except KeyError:
+            return self.pretrain[key] if key in self.pretrain else self.study.pretrain[key]
+        except (KeyError, AttributeError):
             raise ConfigError(
                 f"run {key!r} is not in the {self.scale} plan (check the sweep/seeds config)"
             ) from None
 
     def eval_job(self, path: str) -> Evaluation:
         try:
-            return self.evals[path]
-        except KeyError:
+            return self.evals[path] if path in self.evals else self.study.evals[path]
+        except (KeyError, AttributeError):
             raise ConfigError(f"{path} is not an evaluation in the {self.scale} plan") from None
 
     def probe_job(self, run: str, protocol: str, evalname: str) -> Evaluation:
@@ -499,7 +502,8 @@ class Plan:
         DAG that is most of the dry-run time).
         """
         if rule == "pretrain":
-            per_run = {k: R.effective(self.pretrain_resources(k)) for k in self.pretrain}
+            keys = [*self.pretrain, *(self.study.pretrain if self.study else ())]
+            per_run = {k: R.effective(self.pretrain_resources(k)) for k in keys}
             return R.per_job(per_run, lambda wc: wc.run)
         if rule == "probe":
             per_proto = {p: R.effective(self.resources.merged("probe", p)) for p in PROBE_PROTOCOLS}
