@@ -38,8 +38,6 @@ if PLAN.study is not None:
             f"{WORK}/benchmarks/study_report.tsv"
         log:
             f"{WORK}/logs/study_report.log",
-        params:
-            out_dir=PLAN.study.results,
         threads: 1
         conda:
             "../envs/vcr.yaml"
@@ -47,7 +45,7 @@ if PLAN.study is not None:
             **job_resources("study_report"),
         shell:
             "python workflow_scripts/study_report.py --spec {input.spec}"
-            " --out-dir {params.out_dir} > {log} 2>&1"
+            " --out-dir $(dirname {output.tables[0]}) > {log} 2>&1"
 
 
 rule study:

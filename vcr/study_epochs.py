@@ -5,6 +5,7 @@ in config.yaml (README "The eq. 2 / Algorithm 1 study").
     python -m vcr.study_epochs --out results/study/epochs \\
         [--archs mini_convnext mini_vit] [--epochs 3 6 10 15 20 30 40] [--seeds 0 1 2] \\
         [--set key=value ...]
+    python -m vcr.study_epochs --out results/study/baseline_epochs --merge A.csv B.csv
 
 A script that prints figures, not a test. For each (arch, E, seed) it trains the study's
 baseline (recipe ``mini_study``, the study's dataset and label set, cosine over E epochs, so the
@@ -87,6 +88,15 @@ def _read_jsonl(path: Path) -> list[dict]:
     import json
 
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _typed(row: dict) -> dict:
+    """A CSV row back to :func:`measure`'s types."""
+    out = dict(row)
+    for k in ("epochs", "seed", "epoch"):
+        out[k] = int(out[k])
+    out["val_top1"] = float(out["val_top1"])
+    return out
 
 
 def final_table(rows) -> list[dict]:
@@ -174,11 +184,21 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default="work/mini/data", help="prepared datasets (manifest dirs)")
     ap.add_argument("--threads", type=int, default=1)
     add_set_argument(ap, help="recipe overrides (vcr.recipes keys) of every run")
-    args = ap.parse_args(argv)
-    rows = measure(
-        args.archs, args.epochs, args.seeds, dataset=args.dataset, target=args.target,
-        data_root=args.data, threads=args.threads, overrides=parse_sets(args.sets),
+    ap.add_argument(
+        "--merge", nargs="+", default=None, metavar="CSV",
+        help="train nothing: merge OUT.csv files of earlier runs (e.g. one process per arch)",
     )  # fmt: skip
+    args = ap.parse_args(argv)
+    if args.merge:
+        rows = []
+        for path in args.merge:
+            with open(path, newline="") as fh:
+                rows += [_typed(r) for r in csv.DictReader(fh)]
+    else:
+        rows = measure(
+            args.archs, args.epochs, args.seeds, dataset=args.dataset, target=args.target,
+            data_root=args.data, threads=args.threads, overrides=parse_sets(args.sets),
+        )  # fmt: skip
     write_csv(rows, f"{args.out}.csv")
     plot(rows, f"{args.out}.png")
     for r in final_table(rows):
