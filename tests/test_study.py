@@ -64,7 +64,7 @@ def test_study_jobs_are_found_by_the_pretrain_and_probe_rules(mini):
     key = next(iter(mini.study.pretrain))
     job = mini.pretrain_job(key)
     assert job.manifest.endswith("/data/mini_objects/manifest.json")
-    assert "epochs=12" in job.overrides or "epochs=30" in job.overrides
+    assert "epochs=4" in job.overrides or "epochs=30" in job.overrides
     record = mini.study.records[0]
     ev = mini.probe_job(key, "lbfgs", "mini_color+mini_count+mini_size")
     assert ev.outputs == (record,)
