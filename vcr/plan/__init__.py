@@ -27,7 +27,7 @@ RENDER_CODE = (
     "vcr/tables/paper.py",
 )
 FIGURE_CODE = ("workflow_scripts/figure2.py", "vcr/figures.py")
-STUDY_CODE = ("workflow_scripts/study_report.py", "vcr/study.py")
+STUDY_CODE = ("workflow_scripts/study_report.py", "vcr/study.py", "vcr/study_heatmaps.py")
 
 __all__ = [
     "FIGURES",
