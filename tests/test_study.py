@@ -248,3 +248,13 @@ def test_missing_runs_are_named(tmp_path):
     Path(spec["runs"][4]["record"]).unlink()
     with pytest.raises(FileNotFoundError, match="snakemake study"):
         S.load_runs(spec)
+
+
+def test_a_slice_of_the_study_reuses_the_full_studys_run_folders(config, mini):
+    cfg = P.load_config(ROOT / "config.yaml")
+    cfg = P.deep_update(cfg, P.load_config(ROOT / "results/study/convnext_corners.yaml"))
+    part = P.build_plan(P.validate_config(cfg), "mini").study
+    assert part.results == "results/study/convnext_corners"
+    assert len(part.pretrain) == (2 * 2 * 2 + 1) * 3
+    for key, job in part.pretrain.items():
+        assert mini.study.pretrain[key] == job  # same folder, same recipe overrides

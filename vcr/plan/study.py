@@ -109,7 +109,7 @@ def plan_study(plan) -> StudyPlan | None:
     st = study_settings(plan.config, plan.design)
     if st["scale"] != plan.scale:
         return None
-    study = StudyPlan(settings=st, results=f"{plan.results}/study")
+    study = StudyPlan(settings=st, results=st.get("results") or f"{plan.results}/study")
     dataset, target = dataset_ref(st["pretrain"])
     probes = [dataset_ref(p) for p in st["probes"]]
     if len({t for _, t in probes}) > 1:
