@@ -462,17 +462,21 @@ class Plan:
     # --- lookups by job ----------------------------------------------------------------------
     def pretrain_job(self, key: str) -> Pretrain:
         try:
-            return self.pretrain[key] if key in self.pretrain else self.study.pretrain[key]
-        except (KeyError, AttributeError):
+            return self.pretrain[key] if key in self.pretrain else self._study("pretrain")[key]
+        except KeyError:
             raise ConfigError(
                 f"run {key!r} is not in the {self.scale} plan (check the sweep/seeds config)"
             ) from None
 
     def eval_job(self, path: str) -> Evaluation:
         try:
-            return self.evals[path] if path in self.evals else self.study.evals[path]
-        except (KeyError, AttributeError):
+            return self.evals[path] if path in self.evals else self._study("evals")[path]
+        except KeyError:
             raise ConfigError(f"{path} is not an evaluation in the {self.scale} plan") from None
+
+    def _study(self, what: str) -> dict:
+        """The study's ``pretrain`` or ``evals`` (empty when it is not planned at this scale)."""
+        return getattr(self.study, what) if self.study is not None else {}
 
     def probe_job(self, run: str, protocol: str, evalname: str) -> Evaluation:
         return self.eval_job(f"{self.run_dir(run)}/eval/{protocol}-{evalname}.json")
@@ -502,7 +506,7 @@ class Plan:
         DAG that is most of the dry-run time).
         """
         if rule == "pretrain":
-            keys = [*self.pretrain, *(self.study.pretrain if self.study else ())]
+            keys = [*self.pretrain, *self._study("pretrain")]
             per_run = {k: R.effective(self.pretrain_resources(k)) for k in keys}
             return R.per_job(per_run, lambda wc: wc.run)
         if rule == "probe":
