@@ -56,6 +56,7 @@ include: "rules/pretrain.smk"
 include: "rules/probe.smk"
 include: "rules/analysis.smk"
 include: "rules/tables.smk"
+include: "rules/study.smk"
 
 
 rule all:

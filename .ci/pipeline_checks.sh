@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Pipeline checks (called by .ci/run after the unit tests; each part can run alone):
 #
-#   .ci/pipeline_checks.sh [dryrun] [mini] [slurm]     # default: all three
+#   .ci/pipeline_checks.sh [dryrun] [mini] [study] [slurm]     # default: all four
 #
 #   dryrun  `snakemake -n` at the mini, cifar and paper scales with the per-table job counts
 #           asserted (tests/test_pipeline_dryrun.py), `snakemake --lint`, and the timed paper
 #           dry run through the slurm profile.
 #   mini    the whole mini pipeline from scratch (`snakemake --cores 2`, the README's main job),
 #           then every table and Fig. 2 checked for content (no planned cell may be missing).
+#   study   a 2 x 2 slice of the eq. 2 / Algorithm 1 study (`snakemake study`: alpha {1.28,
+#           0.16} x beta {0.16, 0.01}, both conventions, both archs, 2 seeds, 2 epochs) through
+#           the same rules into work/study_ci/, then its outputs checked (--check-study).
 #   slurm   a real one-node SLURM (.ci/slurm_up.sh), a small mini-scale target run through
 #           `snakemake --profile slurm`, the jobs checked to have gone through sbatch and
 #           completed, then .ci/slurm_down.sh. Needs root and apt (Debian/Ubuntu).
@@ -15,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 parts=("$@")
-[[ ${#parts[@]} -eq 0 ]] && parts=(dryrun mini slurm)
+[[ ${#parts[@]} -eq 0 ]] && parts=(dryrun mini study slurm)
 log_dir=${PIPELINE_CHECKS_LOGS:-work/ci}
 mkdir -p "$log_dir"
 
@@ -54,6 +57,32 @@ run_mini() {
     t1=$(date +%s)
     echo "mini pipeline: $((t1 - t0)) s wall ($(grep -c '^Finished jobid' "$log_dir/mini.log") jobs)"
     python -m vcr.plan --check-results
+}
+
+run_study() {
+    say "study slice: snakemake study on a 2 x 2 grid, both conventions (work/study_ci)"
+    local cfg="$log_dir/study_ci_config.yaml"
+    cat >"$cfg" <<'YAML'
+work_root: work/study_ci
+results_root: work/study_ci/results
+study:
+  alpha: [1.28, 0.16]
+  beta: [0.16, 0.01]
+  seeds: [0, 1]
+  recipe_overrides:
+    mini_convnext: {epochs: 2}
+    mini_vit: {epochs: 2}
+YAML
+    rm -rf work/study_ci
+    local t0 t1
+    t0=$(date +%s)
+    snakemake --cores 2 study --nolock --configfile "$cfg" >"$log_dir/study.log" 2>&1 || {
+        tail -n 40 "$log_dir/study.log"
+        return 1
+    }
+    t1=$(date +%s)
+    echo "study slice: $((t1 - t0)) s wall ($(grep -c '^Finished jobid' "$log_dir/study.log") jobs)"
+    python -m vcr.plan --configfile "$cfg" --check-study
 }
 
 run_slurm() {
@@ -110,9 +139,10 @@ for part in "${parts[@]}"; do
     case $part in
     dryrun) run_dryrun ;;
     mini) run_mini ;;
+    study) run_study ;;
     slurm) run_slurm ;;
     *)
-        echo "unknown part '$part' (dryrun | mini | slurm)" >&2
+        echo "unknown part '$part' (dryrun | mini | study | slurm)" >&2
         exit 2
         ;;
     esac

@@ -109,6 +109,20 @@ def table_records(wildcards):
     return PLAN.tables[wildcards.table].records
 
 
+# --- the study (rules/study.smk)
+@store_parameters
+def study_outputs(wildcards):
+    """The study's report files; the study is planned at one scale (config study.scale)."""
+    if PLAN.study is None:
+        from vcr.errors import ConfigError
+
+        raise ConfigError(
+            f"`snakemake study` runs at scale {config.get('study', {}).get('scale', 'mini')!r} "
+            f"(config study.scale), not at {SCALE!r}: add --config scale=<that scale>"
+        )
+    return [p for files in PLAN.study.outputs().values() for p in files]
+
+
 # Snakemake evaluates every declared resource of every job through Resource.evaluate and reads
 # that method's parameters each time (inspect.signature of a bound method: 65k calls, about a
 # second, on the 4k-job paper dry run). Its parameters never change: store them once. Should a

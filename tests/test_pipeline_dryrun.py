@@ -81,6 +81,21 @@ def test_table3_runs_only_what_table3_needs(tmp_path):
     assert "probe" not in stats and "two_moons" not in stats
 
 
+def test_study_runs_its_runs_probes_and_report_and_nothing_else(tmp_path):
+    stats = dry_run("study", tmp_path, "mini")
+    study = plan_for(tmp_path, "mini").study
+    n = len(study.pretrain)
+    expected = {"prepare_data": len(study.datasets), "pretrain": n, "probe": n}
+    assert stats == {**expected, "study_spec": 1, "study_report": 1, "study": 1}
+
+
+@pytest.mark.slow
+def test_study_at_another_scale_says_where_it_runs(tmp_path):
+    proc = snakemake("study", "-n", "--config", "scale=cifar", tmp_path=tmp_path, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "study.scale" in out and "Job stats" not in out
+
+
 def test_a_bad_config_fails_before_any_job_naming_the_key(tmp_path):
     proc = snakemake("-n", "--config", "scale=huge", tmp_path=tmp_path, check=False)
     out = proc.stdout + proc.stderr

@@ -72,3 +72,39 @@ def _is_number(text) -> bool:
     except (TypeError, ValueError):
         return False
     return text not in ("", "nan")
+
+
+def check_study(plan) -> list[str]:
+    """Problems with the study's outputs (``snakemake study``): every planned file there and
+    non-empty, the heatmaps PNGs, and a number in best.csv for every (arch, metric, convention)
+    and in settings.csv for every (arch, setting, metric)."""
+    study = plan.study
+    if study is None:
+        return [f"the study is not planned at scale {plan.scale} (config study.scale)"]
+    problems = []
+    outs = [p for files in study.outputs().values() for p in files]
+    missing = [p for p in outs if not Path(p).is_file() or Path(p).stat().st_size == 0]
+    if missing:
+        return [f"study: missing or empty {missing}"]
+    for png in study.outputs()["heatmaps"]:
+        with open(png, "rb") as fh:
+            if fh.read(8) != b"\x89PNG\r\n\x1a\n":
+                problems.append(f"{png}: not a PNG file")
+    st = study.settings
+    n_metrics, n_cov = len(study.metrics()), len(st["cov_scales"])
+    n_grid = len(st["alpha"]) * len(st["beta"])
+    expected = {
+        "best.csv": len(st["archs"]) * n_metrics * n_cov,
+        "settings.csv": len(st["archs"]) * n_metrics * (1 + n_cov * n_grid),
+        "effects.csv": len(st["archs"]) * n_metrics * n_cov,
+    }
+    for name, n in expected.items():
+        with open(f"{study.results}/{name}", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        if len(rows) != n:
+            problems.append(f"{study.results}/{name}: {len(rows)} rows, expected {n}")
+        key = "test_mean" if name != "effects.csv" else "range_points"
+        bad = [r for r in rows if not _is_number(r.get(key))]
+        if bad:
+            problems.append(f"{study.results}/{name}: {len(bad)} row(s) without a number ({key})")
+    return problems

@@ -184,6 +184,9 @@ class Plan:
         for name in TABLES:
             self.tables[name] = self._plan_table(name, tables[name])
         self.two_moons = self._plan_two_moons()
+        from vcr.plan.study import plan_study  # (it imports this module)
+
+        self.study = plan_study(self)  # the eq. 2 / Alg. 1 study: not a table, not in `all`
         check_world_sizes(self)
 
     # --- config lookups ----------------------------------------------------------------------
@@ -487,7 +490,7 @@ class Plan:
     # --- lookups by job ----------------------------------------------------------------------
     def pretrain_job(self, key: str) -> Pretrain:
         try:
-            return self.pretrain[key]
+            return self.pretrain[key] if key in self.pretrain else self._study("pretrain")[key]
         except KeyError:
             raise ConfigError(
                 f"run {key!r} is not in the {self.scale} plan (check the sweep/seeds config)"
@@ -495,9 +498,13 @@ class Plan:
 
     def eval_job(self, path: str) -> Evaluation:
         try:
-            return self.evals[path]
+            return self.evals[path] if path in self.evals else self._study("evals")[path]
         except KeyError:
             raise ConfigError(f"{path} is not an evaluation in the {self.scale} plan") from None
+
+    def _study(self, what: str) -> dict:
+        """The study's ``pretrain`` or ``evals`` (empty when it is not planned at this scale)."""
+        return getattr(self.study, what) if self.study is not None else {}
 
     def probe_job(self, run: str, protocol: str, evalname: str) -> Evaluation:
         return self.eval_job(f"{self.run_dir(run)}/eval/{protocol}-{evalname}.json")
@@ -539,7 +546,8 @@ class Plan:
         DAG that is most of the dry-run time).
         """
         if rule == "pretrain":
-            per_run = {k: R.effective(self.pretrain_resources(k)) for k in self.pretrain}
+            keys = [*self.pretrain, *self._study("pretrain")]
+            per_run = {k: R.effective(self.pretrain_resources(k)) for k in keys}
             return R.per_job(per_run, lambda wc: wc.run)
         if rule == "probe":
             per_proto = {p: R.effective(self.resources.merged("probe", p)) for p in PROBE_PROTOCOLS}
