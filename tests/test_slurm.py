@@ -61,10 +61,10 @@ def test_profile_default_resources_are_cheap_and_valid(profile):
         assert isinstance(rr["disk_mb"], int), rule
         for key in ("mem_mb", "runtime"):
             assert key in rr, (rule, key)
-    # the trainer checkpoints and exits on SIGUSR1: every job that trains asks for it
+    # the trainer checkpoints and exits on SIGURG: every job that trains asks for it
     for key, job in plan.pretrain.items():
         res = plan.pretrain_resources(key)
-        assert ("USR1" in res["slurm_extra"]) == (not job.init_weights), key
+        assert ("--signal=URG@" in res["slurm_extra"]) == (not job.init_weights), key
 
 
 def test_config_resources_use_plugin_names(profile):

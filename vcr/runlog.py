@@ -110,8 +110,9 @@ def provenance(spec, recipe) -> dict:
 
 
 def write_run_json(
-    run_dir, spec, recipe, *, device, world_size, lr, steps_per_epoch, vcr_layers, resumed_at
-) -> None:
+    run_dir, spec, recipe, *, device, world_size, lr, steps_per_epoch, vcr_layers, resumed_at,
+    layout=None,
+) -> None:  # fmt: skip
     """``run.json`` of a training run (rewritten at every start or resume), and its summary
     line in the log."""
     batch_per_rank = recipe.batch_size // world_size
@@ -121,6 +122,7 @@ def write_run_json(
             **provenance(spec, recipe),
             "device": str(device),
             "world_size": world_size,
+            "layout": layout or {"nodes": 1, "processes_per_node": world_size},
             "global_batch": recipe.batch_size,
             "batch_per_rank": batch_per_rank,
             "lr": lr,

@@ -45,7 +45,7 @@ from vcr import io
 from vcr.checkpoint import CHECKPOINT, TrainState, load_checkpoint, save_checkpoint
 from vcr.cli import resolve_device
 from vcr.errors import ConfigError, NonFiniteError
-from vcr.preemption import Preempted, StopFlag, stop_on_signals
+from vcr.preemption import Preempted, StopFlag, signal_name, stop_on_signals
 from vcr.recipes import Recipe, get_recipe
 from vcr.records import RunSpec
 from vcr.regularizer import vcr_penalty
@@ -82,9 +82,14 @@ def training_step(
     loss = task_loss + vcr_penalty(model)
     if inject_nan:
         loss = loss * float("nan")
-    if not bool(torch.isfinite(loss.detach())):
+    # every rank learns of a NaN on any rank (one flag all-reduce), so all stop with the message
+    # instead of waiting in the backward's all-reduce for the rank that raised
+    bad = vdist.ranks_where(not bool(torch.isfinite(loss.detach())), device=loss.device)
+    if bad:
         where = describe() if describe else ""
-        raise NonFiniteError(f"non-finite loss {float(loss.detach())} {where}".strip())
+        value = float(loss.detach())
+        what = f"on rank(s) {bad} (this rank: {value})" if vdist.world_size() > 1 else value
+        raise NonFiniteError(f"non-finite loss {what} {where}".strip())
     try:
         if scaler is not None and scaler.is_enabled():
             scaler.scale(loss).backward()
@@ -157,10 +162,12 @@ class RunContext:
         return use_channels_last(self.device, self.recipe)
 
     def autocast(self):
-        if self.device.type != "cuda" or self.recipe.amp_dtype == "none":
+        if self.recipe.amp_dtype == "none" or self.device.type not in ("cuda", "cpu"):
+            return None
+        if self.device.type == "cpu" and not self.recipe.amp_cpu:
             return None
         dtype = torch.bfloat16 if self.recipe.amp_dtype == "bf16" else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
+        return torch.autocast(self.device.type, dtype=dtype)
 
     def to_device(self, images):
         if isinstance(images, list | tuple):
@@ -203,6 +210,8 @@ def train_one_epoch(ctx: RunContext, state: TrainState, loader, loss_fn, *, vcr_
         if ctx.mixup is not None:
             images, targets = ctx.mixup(images, targets)
         step = state.global_step
+        if step == recipe.inject_error_step and recipe.inject_fault_rank in (-1, ctx.dist.rank):
+            raise RuntimeError(f"injected fault at step {step} on rank {ctx.dist.rank} (test hook)")
 
         def describe(step=step):
             return (
@@ -220,7 +229,9 @@ def train_one_epoch(ctx: RunContext, state: TrainState, loader, loss_fn, *, vcr_
             clip_grad_norm=recipe.clip_grad_norm,
             autocast=autocast,
             describe=describe,
-            inject_nan=(step == recipe.inject_nan_step),
+            inject_nan=(
+                step == recipe.inject_nan_step and recipe.inject_fault_rank in (-1, ctx.dist.rank)
+            ),
         )
         logs["lr"] = state.optimizer.param_groups[0]["lr"]
         state.scheduler.step()
@@ -245,9 +256,10 @@ def train_one_epoch(ctx: RunContext, state: TrainState, loader, loss_fn, *, vcr_
         state.global_step += 1
         n_images += _batch_len(images) * ctx.dist.world_size
         progress.step(state.epoch, state.step_in_epoch, logs)
+        if recipe.slow_step_s:
+            time.sleep(recipe.slow_step_s)
         if vdist.any_flag(bool(ctx.stop), device=ctx.device):
-            ctx.checkpoint(state)
-            raise Preempted(ctx.stop.signum or signal.SIGTERM)
+            _stop(ctx, state)
     progress.close()
     elapsed = time.perf_counter() - t0
     out = {k: sums[k] / counts[k] for k in sums}
@@ -386,6 +398,22 @@ def run(
         vdist.cleanup()
 
 
+def _stop(ctx: RunContext, state: TrainState):
+    """A stop signal reached some rank: checkpoint after this step (every rank), then raise."""
+    ctx.checkpoint(state)
+    signum = ctx.stop.signum or signal.SIGTERM
+    if ctx.dist.is_main:
+        at = time.strftime("%H:%M:%S", time.localtime(ctx.stop.at))
+        got = f"{signal_name(ctx.stop.signum)} at {at}" if ctx.stop else "another rank's"
+        print(
+            f"stop signal ({got}): checkpoint written at epoch {state.epoch}, step-in-epoch "
+            f"{state.step_in_epoch} of {ctx.steps_per_epoch} (global step {state.global_step}); "
+            f"exiting {128 + signum} so the job is retried and resumes",
+            flush=True,
+        )
+    raise Preempted(signum)
+
+
 def _train(ctx: RunContext, *, manifest, init_weights, data, model_factory, transforms) -> dict:
     from vcr.data.loading import build_data, build_loaders, build_mixup
     from vcr.optim import LRSchedule, build_ema, build_optimizer, resolved_lr
@@ -456,6 +484,11 @@ def _train(ctx: RunContext, *, manifest, init_weights, data, model_factory, tran
     if info.is_main:
         if resumed:
             truncate_log(ctx.run_dir, state.epoch + (1 if state.step_in_epoch else 0))
+            print(
+                f"resumed from {CHECKPOINT} at epoch {state.epoch}, step-in-epoch "
+                f"{state.step_in_epoch} (global step {state.global_step})",
+                flush=True,
+            )
         write_run_json(
             ctx.run_dir,
             spec,
@@ -466,6 +499,7 @@ def _train(ctx: RunContext, *, manifest, init_weights, data, model_factory, tran
             steps_per_epoch=ctx.steps_per_epoch,
             vcr_layers=vcr_names,
             resumed_at=(state.epoch, state.step_in_epoch) if resumed else None,
+            layout=info.layout,
         )
 
     # ---- the epochs
@@ -501,9 +535,9 @@ def _train(ctx: RunContext, *, manifest, init_weights, data, model_factory, tran
                     k: (round(v, 5) if isinstance(v, float) else v) for k, v in entry.items()
                 }
                 print(json.dumps(rounded), flush=True)
-            ctx.checkpoint(state)
             if vdist.any_flag(bool(ctx.stop), device=dev):
-                raise Preempted(ctx.stop.signum)
+                _stop(ctx, state)
+            ctx.checkpoint(state)
 
     # ---- final metrics, then the backbone
     final_model = _eval_model(state, recipe)

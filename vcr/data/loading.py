@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from vcr.data.transforms import ssl_views
 from vcr.errors import ConfigError, DatasetError
+from vcr.preemption import ignore_stop_signals
 
 
 def channel_stats(values) -> torch.Tensor:
@@ -284,6 +285,8 @@ def build_loaders(bundle: DataBundle, recipe, *, seed, rank, world_size, device,
             persistent_workers=workers > 0,
             # own generator: creating an iterator must not draw from the global RNG (resume)
             generator=torch.Generator().manual_seed(seed),
+            # SLURM signals every process of the step: the stop signals are the trainer's
+            worker_init_fn=ignore_stop_signals,
         )
     eval_loaders = {}
     eval_bs = recipe.eval_batch_size or recipe.batch_size // world_size
@@ -305,6 +308,7 @@ def build_loaders(bundle: DataBundle, recipe, *, seed, rank, world_size, device,
             num_workers=recipe.num_workers,
             pin_memory=pin,
             generator=torch.Generator().manual_seed(seed),
+            worker_init_fn=ignore_stop_signals,
         )
     return sampler, train_loader, eval_loaders
 
