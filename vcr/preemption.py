@@ -120,8 +120,32 @@ def _watchdog(rfd: int, grace: dict, done: threading.Event) -> None:
 
 
 def ignore_stop_signals(_worker_id: int | None = None) -> None:
-    """A DataLoader ``worker_init_fn``: the stop signals are the trainer's to act on."""
+    """A DataLoader ``worker_init_fn``: the stop signals are the trainer's to act on. Pair it
+    with :func:`kill_workers_at_exit` in the trainer: a worker that ignores SIGTERM would make
+    multiprocessing's exit hook (terminate, then join) wait for ever after an exception."""
     with contextlib.suppress(ValueError):  # not the main thread of the worker
         signal.set_wakeup_fd(-1)
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+
+
+_KILL_AT_EXIT = []
+
+
+def kill_workers_at_exit() -> None:
+    """SIGKILL this process's daemonic children (DataLoader workers) when it exits, before
+    multiprocessing's own exit hook joins them (atexit runs the later registration first)."""
+    if _KILL_AT_EXIT:
+        return
+    import atexit
+    import multiprocessing
+
+    def kill():
+        # the DataLoader's SIGCHLD handler would report each killed worker as an error
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for p in multiprocessing.active_children():
+            if p.daemon:
+                p.kill()
+
+    atexit.register(kill)
+    _KILL_AT_EXIT.append(kill)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from vcr.data.transforms import ssl_views
 from vcr.errors import ConfigError, DatasetError
-from vcr.preemption import ignore_stop_signals
+from vcr.preemption import ignore_stop_signals, kill_workers_at_exit
 
 
 def channel_stats(values) -> torch.Tensor:
@@ -258,6 +258,8 @@ def build_loaders(bundle: DataBundle, recipe, *, seed, rank, world_size, device,
     :class:`SeededSamples`. Each rank evaluates a strided share of val/test (the trainer sums
     the counts over ranks).
     """
+    if recipe.num_workers:
+        kill_workers_at_exit()  # the workers ignore SIGTERM (ignore_stop_signals)
     sampler = EpochBatchSampler(
         len(bundle.train),
         recipe.batch_size,

@@ -21,6 +21,7 @@ COMMON_SETTINGS = {
     "extract_batch_size": 256,  # backbone batch size for feature extraction
     "extract_workers": -1,  # DataLoader workers for extraction; -1: CPUs - 1, at most 8
     "cache_dtype": "float32",  # feature cache dtype (float32 | float16)
+    "fast_array_loader": True,  # in-memory arrays skip the DataLoader (false: workers too)
 }
 
 
