@@ -98,7 +98,7 @@ def test_run_folders_are_keyed_by_runspec_only(plans):
 
 def test_eval_paths_follow_the_contract(plans):
     pat = re.compile(
-        r"^work/(mini|cifar|paper)/runs/[^/]+(/[^/]+){6}/eval/"
+        r"^work/(mini|rehearsal|cifar|paper)/runs/[^/]+(/[^/]+){6}/eval/"
         r"((lbfgs|sgd|adamw|finetune|classifier)-[A-Za-z0-9_.+]+|collapse/(cdnv|ncc|mi))\.json$"
     )
     for plan in plans.values():
