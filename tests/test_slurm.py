@@ -114,7 +114,8 @@ def test_the_sbatch_lines_the_plugin_emits_for_each_kind_of_job():
         assert int(_sbatch_flag(line, "--cpus-per-gpu")) * 8 <= NODE["cpus"]
         assert "--ntasks-per-gpu" not in line and "--signal=URG@600" in line
     single8 = lines["pretrain (pretrain, 8 GPU(s), e.g. atto_superclass_200ep)"]
-    assert " --gpus=8" in single8 and "--nodes" not in single8 and "--gres" not in single8
+    # --gpus is the job's total: one node, or SLURM may spread it
+    assert " --gpus=8" in single8 and " --nodes=1 " in single8 and "--gres" not in single8
     assert int(_sbatch_flag(single8, "--mem")) <= NODE["mem_mb"]
     for label in ("probe sgd", "probe lbfgs", "probe adamw", "probe finetune", "collapse"):
         line = lines[label]

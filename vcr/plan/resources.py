@@ -104,6 +104,10 @@ def effective(res: dict) -> dict:
     if int(res.get("nodes", 1)) > 1:
         out["nodes"] = res["nodes"]
         out["tasks_per_gpu"] = 0  # else the slurm plugin turns tasks into --ntasks-per-gpu
+    elif int(res.get("gpu", 0)) > 1:
+        # --gpus is the job's total: without --nodes=1 SLURM may spread it over nodes, and
+        # torchrun --standalone then sees only the first node's share (seen in the rehearsal)
+        out["nodes"] = 1
     return out
 
 
