@@ -202,7 +202,7 @@ YAML
         echo "preempted ($layout-node): $run"
         python .ci/rehearsal_check.py slurm-jobs "$log_dir/rehearsal_preempt_$layout.log" "$run" \
             --nodes $nodes --min-jobs 2
-        python .ci/rehearsal_check.py preempted "$root/preempt_$layout/rehearsal/logs/pretrain/$run.log"
+        python .ci/rehearsal_check.py preempted "$root/preempt_$layout/rehearsal/runs/$run"
         python .ci/rehearsal_check.py same-weights "$main_runs/$run" \
             "$root/preempt_$layout/rehearsal/runs/$run"
     done

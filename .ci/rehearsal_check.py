@@ -4,7 +4,7 @@ it read and exits 1 on a failed check.
     python .ci/rehearsal_check.py layout RUN_DIR NODES PER_NODE
     python .ci/rehearsal_check.py same-weights RUN_DIR_A RUN_DIR_B
     python .ci/rehearsal_check.py slurm-jobs SNAKEMAKE_LOG RUN [--nodes N] [--min-jobs K]
-    python .ci/rehearsal_check.py preempted RULE_LOG
+    python .ci/rehearsal_check.py preempted RUN_DIR
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ def same_weights(args) -> int:
     if differ:
         worst = max(float((sa[k].double() - sb[k].double()).abs().max()) for k in differ)
         return fail(f"{len(differ)} tensors differ, max |diff| {worst:.3g}: {differ[:3]}")
+    if sha[0] != sha[1]:
+        return fail("same tensors but different file bytes (the saved metadata differs)")
     return 0
 
 
@@ -82,16 +84,21 @@ def slurm_jobs(args) -> int:
 
 
 def preempted(args) -> int:
-    """The rule's log (appended by every attempt): the signal, the checkpoint, the resume."""
-    text = Path(args.log).read_text()
-    stops = re.findall(r"^stop signal \((SIG\w+) at [\d:]+\): checkpoint written at .*$", text, re.M)
-    lines = re.findall(r"^(?:stop signal .*|resumed from checkpoint\.pt .*|vcr\.launch on .*)$", text, re.M)
-    for line in lines:
-        print(f"  {line}")
+    """The run's events.log (every attempt appends to it): starts, the signal, the checkpoint
+    and the resume."""
+    text = (Path(args.run) / "events.log").read_text()
+    print(f"  {args.run}/events.log:")
+    for line in text.splitlines():
+        print(f"    {line}")
+    stops = re.findall(
+        r" stop signal \((SIG\w+) at [\d:]+\): checkpoint written at .*$", text, re.M
+    )
     if "SIGURG" not in stops:
-        return fail(f"no SIGURG checkpoint in {args.log} (stop signals seen: {stops})")
-    if "resumed from checkpoint.pt at epoch" not in text:
-        return fail(f"no resume in {args.log}")
+        return fail(f"no SIGURG checkpoint (stop signals seen: {stops})")
+    if len(re.findall(r" start \(SLURM job \d+", text)) < 2:
+        return fail("fewer than two attempts (SLURM jobs) started the run")
+    if " resumed from checkpoint.pt at epoch" not in text:
+        return fail("no resume")
     m = re.search(r"step-in-epoch (\d+) of (\d+)", text)
     if m and not 0 < int(m.group(1)) < int(m.group(2)):
         return fail("the first checkpoint is not mid-epoch")
@@ -114,7 +121,7 @@ def main(argv=None) -> int:
     p.add_argument("--nodes", type=int, default=0)
     p.add_argument("--min-jobs", type=int, default=1)
     p = sub.add_parser("preempted")
-    p.add_argument("log")
+    p.add_argument("run")
     args = ap.parse_args(argv)
     return {
         "layout": layout,

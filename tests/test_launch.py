@@ -114,7 +114,8 @@ def _children_cpu() -> float:
 
 
 def test_a_job_that_asks_for_cuda_without_one_fails_within_10_s_with_the_reason(tmp_path):
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")  # no usable GPU, even on a GPU machine
+    # no usable GPU, even on a GPU machine
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT))
     cmd = [
         sys.executable, str(ROOT / "workflow_scripts" / "pretrain.py"), "--out", str(tmp_path),
         "--scale", "mini", "--method", "supervised", "--arch", "mini_resnet",

@@ -61,6 +61,11 @@ class StopFlag:
     def __bool__(self) -> bool:
         return bool(self.signum)
 
+    def describe(self) -> str:
+        if not self.signum:
+            return "another rank's"
+        return f"{signal_name(self.signum)} at {time.strftime('%H:%M:%S', time.localtime(self.at))}"
+
 
 @contextlib.contextmanager
 def stop_on_signals(flag: StopFlag, signals=STOP_SIGNALS, grace: dict | None = None):

@@ -45,11 +45,19 @@ from vcr import io
 from vcr.checkpoint import CHECKPOINT, TrainState, load_checkpoint, save_checkpoint
 from vcr.cli import resolve_device
 from vcr.errors import ConfigError, NonFiniteError
-from vcr.preemption import Preempted, StopFlag, signal_name, stop_on_signals
+from vcr.preemption import Preempted, StopFlag, stop_on_signals
 from vcr.recipes import Recipe, get_recipe
 from vcr.records import RunSpec
 from vcr.regularizer import vcr_penalty
-from vcr.runlog import LOG, Progress, append_log, provenance, truncate_log, write_run_json
+from vcr.runlog import (
+    LOG,
+    Progress,
+    append_log,
+    log_event,
+    provenance,
+    truncate_log,
+    write_run_json,
+)
 from vcr.scoring import accuracy_from_counts
 
 BACKBONE = "backbone.pt"
@@ -162,9 +170,8 @@ class RunContext:
         return use_channels_last(self.device, self.recipe)
 
     def autocast(self):
-        if self.recipe.amp_dtype == "none" or self.device.type not in ("cuda", "cpu"):
-            return None
-        if self.device.type == "cpu" and not self.recipe.amp_cpu:
+        cpu_off = self.device.type == "cpu" and not self.recipe.amp_cpu  # amp_cpu: CPU autocast
+        if self.recipe.amp_dtype == "none" or cpu_off or self.device.type not in ("cuda", "cpu"):
             return None
         dtype = torch.bfloat16 if self.recipe.amp_dtype == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
@@ -403,14 +410,9 @@ def _stop(ctx: RunContext, state: TrainState):
     ctx.checkpoint(state)
     signum = ctx.stop.signum or signal.SIGTERM
     if ctx.dist.is_main:
-        at = time.strftime("%H:%M:%S", time.localtime(ctx.stop.at))
-        got = f"{signal_name(ctx.stop.signum)} at {at}" if ctx.stop else "another rank's"
-        print(
-            f"stop signal ({got}): checkpoint written at epoch {state.epoch}, step-in-epoch "
-            f"{state.step_in_epoch} of {ctx.steps_per_epoch} (global step {state.global_step}); "
-            f"exiting {128 + signum} so the job is retried and resumes",
-            flush=True,
-        )
+        at = f"epoch {state.epoch}, step-in-epoch {state.step_in_epoch} of {ctx.steps_per_epoch}"
+        log_event(ctx.run_dir, f"stop signal ({ctx.stop.describe()}): checkpoint written at {at} "
+                  f"(global step {state.global_step}); exiting {128 + signum} for a retry")  # fmt: skip
     raise Preempted(signum)
 
 
@@ -477,18 +479,17 @@ def _train(ctx: RunContext, *, manifest, init_weights, data, model_factory, tran
     model_without_ddp = model
     if info.distributed:
         model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[dev.index] if dev.type == "cuda" else None
+            model,
+            device_ids=[dev.index] if dev.type == "cuda" else None,
+            # CPU: never rebuild the gradient buckets (their layout sets gloo's summation order;
+            # a resumed process's first step would use the initial one): bit-identical resume
+            find_unused_parameters=dev.type == "cpu",
         )
     state = TrainState(model, model_without_ddp, optimizer, scheduler, scaler, ema)
     resumed = load_checkpoint(ctx.run_dir, state, spec=spec, recipe=recipe, rank=info.rank)
     if info.is_main:
         if resumed:
             truncate_log(ctx.run_dir, state.epoch + (1 if state.step_in_epoch else 0))
-            print(
-                f"resumed from {CHECKPOINT} at epoch {state.epoch}, step-in-epoch "
-                f"{state.step_in_epoch} (global step {state.global_step})",
-                flush=True,
-            )
         write_run_json(
             ctx.run_dir,
             spec,
@@ -498,7 +499,7 @@ def _train(ctx: RunContext, *, manifest, init_weights, data, model_factory, tran
             lr=lr,
             steps_per_epoch=ctx.steps_per_epoch,
             vcr_layers=vcr_names,
-            resumed_at=(state.epoch, state.step_in_epoch) if resumed else None,
+            resumed_at=(state.epoch, state.step_in_epoch, state.global_step) if resumed else None,
             layout=info.layout,
         )
 
