@@ -57,11 +57,12 @@ def same_weights(args) -> int:
 
 
 def slurm_jobs(args) -> int:
-    """The SLURM jobs Snakemake submitted for RUN (its wildcards in the log path), as
-    ``scontrol show job`` sees them."""
+    """The SLURM jobs Snakemake submitted to pretrain RUN (every attempt), as ``scontrol show
+    job`` sees them, and the sbatch line of the first."""
     text = Path(args.log).read_text()
     wild = args.run.replace("/", "_")
-    ids = re.findall(rf"submitted with SLURM jobid (\d+) \(log: \S*/{re.escape(wild)}/", text)
+    folder = f"rule_pretrain/{wild}/"  # the plugin's log folder of the run's pretrain jobs
+    ids = re.findall(rf"submitted with SLURM jobid (\d+) \(log: \S*/{re.escape(folder)}", text)
     print(f"{args.run}: SLURM jobs {ids}")
     if len(ids) < args.min_jobs:
         return fail(f"expected >= {args.min_jobs} SLURM jobs (attempts), saw {len(ids)}")
@@ -75,7 +76,7 @@ def slurm_jobs(args) -> int:
         if args.nodes and fields.get("NumNodes") != str(args.nodes):
             return fail(f"job {jid}: NumNodes={fields.get('NumNodes')}, expected {args.nodes}")
     for line in re.findall(r"sbatch call: (.*)", text):
-        if wild in line:
+        if folder in line:
             flags = re.sub(r"--wrap=.*", "", line)
             flags = re.sub(r"--(job-name|output|comment) \S+ ", "", flags)
             print(f"  sbatch: {' '.join(flags.split())}")

@@ -140,7 +140,9 @@ def extract_features(
             X = torch.empty(n, f.shape[1], dtype=CACHE_DTYPES[cache_dtype])
         if row + len(f) > n:
             raise ValueError(f"the loader gave more than the dataset's {n} samples")
-        bad += int((~torch.isfinite(f)).sum())
+        finite = torch.isfinite(f)
+        if not finite.all():
+            bad += int(finite.numel() - finite.count_nonzero())
         X[row : row + len(f)] = f.float().cpu()
         y[row : row + len(f)] = yb.long().reshape(-1)
         row += len(f)
