@@ -13,9 +13,9 @@ Guarantees and how they are kept:
 - Resume is bit-identical (CPU): the data order and augmentation are pure functions of (seed,
   epoch, index) (``vcr.data.loading``); the checkpoint holds every state the loop changes
   (``vcr.checkpoint``), and a resumed epoch skips the batches already done.
-- SIGTERM / SIGUSR1 (SLURM's pre-timeout signal) set a flag; the loop writes a checkpoint after
-  the current step and the process exits with 128 + signal number, so the job can be requeued
-  and resumes from ``RUN_DIR/checkpoint.pt`` automatically.
+- SIGURG (SLURM's pre-timeout signal, ``vcr.preemption``), SIGTERM and SIGUSR1 set a flag; the
+  loop writes a checkpoint after the current step and the process exits with 128 + signal
+  number, so the job can be requeued and resumes from ``RUN_DIR/checkpoint.pt`` automatically.
 - A non-finite loss raises ``NonFiniteError`` (run dir, step, alpha, beta) before the step's
   backward; ``backbone.pt`` is written only after a successful last epoch.
 - Every loop adds ``vcr_penalty(model)`` to its loss (zero in value, carries the VCR gradient).
