@@ -112,6 +112,8 @@ YAML
         [[ -z $state || $state == JobState=COMPLETED ]] || return 1
     done
     python -m vcr.plan --configfile "$cfg" --check-results --targets figure2
+    .ci/slurm_down.sh # the rehearsal part brings up its own
+    trap - EXIT
 }
 
 # One spec of each layout, checked below (RunSpec folders of the rehearsal plan).
@@ -208,6 +210,8 @@ YAML
     done
     t2=$(date +%s)
     echo "rehearsal part: $((t2 - t0)) s wall (pipeline $((t1 - t0)) s, checks $((t2 - t1)) s)"
+    .ci/slurm_down.sh
+    trap - EXIT
 }
 
 for part in "${parts[@]}"; do
