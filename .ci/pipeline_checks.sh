@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Pipeline checks (called by .ci/run after the unit tests; each part can run alone):
 #
-#   .ci/pipeline_checks.sh [dryrun] [mini] [study] [slurm]     # default: all four
+#   .ci/pipeline_checks.sh [dryrun] [mini] [study] [slurm] [rehearsal]   # default: all five
 #
 #   dryrun  `snakemake -n` at the mini, cifar and paper scales with the per-table job counts
 #           asserted (tests/test_pipeline_dryrun.py), `snakemake --lint`, and the timed paper
@@ -11,14 +11,20 @@
 #   study   a 2 x 2 slice of the eq. 2 / Algorithm 1 study (`snakemake study`: alpha {1.28,
 #           0.16} x beta {0.16, 0.01}, both conventions, both archs, 2 seeds, 2 epochs) through
 #           the same rules into work/study_ci/, then its outputs checked (--check-study).
-#   slurm   a real one-node SLURM (.ci/slurm_up.sh), a small mini-scale target run through
-#           `snakemake --profile slurm`, the jobs checked to have gone through sbatch and
-#           completed, then .ci/slurm_down.sh. Needs root and apt (Debian/Ubuntu).
+#   slurm   a real SLURM (.ci/slurm_up.sh: 2 nodes on this machine), a small mini-scale target
+#           run through `snakemake --profile slurm`, the jobs checked to have gone through
+#           sbatch and completed, then .ci/slurm_down.sh. Needs root and apt (Debian/Ubuntu).
+#   rehearsal  the rehearsal scale (config.yaml scales.rehearsal: the paper's plan and code
+#           paths, mini models and data) end to end through `snakemake --profile slurm` on the
+#           2-node SLURM: every table and Fig. 2; then a multi-node pretraining checked
+#           (NumNodes=2, world size 2 x 2, weights bit-identical to a 1 x 4 run of the same
+#           spec) and two preemptions through SLURM (a time limit shorter than the run,
+#           single-node and 2-node: signal, checkpoint, retry, resume, bit-identical result).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 parts=("$@")
-[[ ${#parts[@]} -eq 0 ]] && parts=(dryrun mini study slurm)
+[[ ${#parts[@]} -eq 0 ]] && parts=(dryrun mini study slurm rehearsal)
 log_dir=${PIPELINE_CHECKS_LOGS:-work/ci}
 mkdir -p "$log_dir"
 
@@ -42,6 +48,8 @@ run_dryrun() {
     t1=$(date +%s.%N)
     grep -E "^total" "$log_dir/dryrun_paper_slurm.log"
     python -c "print(f'paper dry run with --profile slurm: {$t1 - $t0:.1f} s')"
+    say "paper scale: the sbatch line of each kind of job (the plugin's own functions)"
+    python -m vcr.plan.sbatch --scale paper
 }
 
 run_mini() {
@@ -133,6 +141,106 @@ YAML
         [[ -z $state || $state == JobState=COMPLETED ]] || return 1
     done
     python -m vcr.plan --configfile "$cfg" --check-results --targets figure2
+    .ci/slurm_down.sh # the rehearsal part brings up its own
+    trap - EXIT
+}
+
+# One spec of each layout, checked below (RunSpec folders of the rehearsal plan).
+REHEARSAL_MULTI=supervised/mini_convnext/mini_objects-sub/tv_convnext_tiny/blocks.eq2/a0.64_b0.04_lr0/seed0
+REHEARSAL_SINGLE=supervised/mini_convnext/mini_objects-super/atto_superclass_200ep/blocks.eq2/a0.64_b0.04_lr0/seed0
+
+rehearsal_snakemake() { # rehearsal_snakemake <log> <limit s> <configfile> <target...> [-- options]
+    local log=$1 limit=$2 cfg=$3
+    shift 3
+    timeout -s INT -k 120 "$limit" snakemake "$@" --profile slurm --nolock --configfile "$cfg" \
+        --config scale=rehearsal --default-resources slurm_partition=main --slurm-no-account \
+        --slurm-init-seconds-before-status-checks 2 --seconds-between-status-checks 2 \
+        --jobs 6 --verbose >"$log" 2>&1 || {
+        tail -n 60 "$log"
+        return 1
+    }
+}
+
+run_rehearsal() {
+    local root=work/rehearsal_ci t0 t1 t2
+    say "rehearsal: a real 2-node SLURM"
+    .ci/slurm_up.sh
+    trap '.ci/slurm_down.sh' EXIT
+    rm -rf "$root"
+    mkdir -p "$root"
+    cat >"$root/main.yaml" <<YAML
+work_root: $root/main
+results_root: $root/main/results
+YAML
+    t0=$(date +%s)
+    say "rehearsal: every table and Fig. 2 through snakemake --profile slurm (scale=rehearsal)"
+    rehearsal_snakemake "$log_dir/rehearsal.log" 3600 "$root/main.yaml" all
+    t1=$(date +%s)
+    echo "rehearsal pipeline: $((t1 - t0)) s wall," \
+        "$(grep -c 'submitted with SLURM jobid' "$log_dir/rehearsal.log") SLURM jobs"
+    python -m vcr.plan --configfile "$root/main.yaml" --scale rehearsal --check-results
+    local main_runs=$root/main/rehearsal/runs
+    say "rehearsal: the multi-node pretraining ($REHEARSAL_MULTI)"
+    python .ci/rehearsal_check.py slurm-jobs "$log_dir/rehearsal.log" "$REHEARSAL_MULTI" --nodes 2
+    python .ci/rehearsal_check.py layout "$main_runs/$REHEARSAL_MULTI" 2 2
+
+    # The same spec on one node with 4 processes, and two preempted runs (a time limit of
+    # 3 min, SIGURG 60 s before it, 12 s per step: ~2 min of training), all at once.
+    cat >"$root/single4.yaml" <<YAML
+work_root: $root/single4
+results_root: $root/single4/results
+scales:
+  rehearsal:
+    resources:
+      "pretrain:tv_convnext_tiny": {nodes: 1, gpu: 4}
+YAML
+    for layout in single multi; do
+        local recipe=tv_convnext_tiny
+        [[ $layout == single ]] && recipe=atto_superclass_200ep
+        cat >"$root/preempt_$layout.yaml" <<YAML
+work_root: $root/preempt_$layout
+results_root: $root/preempt_$layout/results
+scales:
+  rehearsal:
+    recipe_overrides:
+      $recipe: {slow_step_s: 12}
+    resources:
+      "pretrain:$recipe": {runtime: 3, slurm_extra: "--signal=URG@60"}
+YAML
+    done
+    say "rehearsal: 1 x 4 processes of the same spec; preemption single-node and 2-node"
+    local pids=()
+    rehearsal_snakemake "$log_dir/rehearsal_single4.log" 1200 "$root/single4.yaml" \
+        "$root/single4/rehearsal/runs/$REHEARSAL_MULTI/backbone.pt" &
+    pids+=($!)
+    rehearsal_snakemake "$log_dir/rehearsal_preempt_single.log" 2400 "$root/preempt_single.yaml" \
+        "$root/preempt_single/rehearsal/runs/$REHEARSAL_SINGLE/backbone.pt" --retries 5 &
+    pids+=($!)
+    rehearsal_snakemake "$log_dir/rehearsal_preempt_multi.log" 2400 "$root/preempt_multi.yaml" \
+        "$root/preempt_multi/rehearsal/runs/$REHEARSAL_MULTI/backbone.pt" --retries 5 &
+    pids+=($!)
+    local failed=0
+    for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+    [[ $failed -eq 0 ]] || return 1
+    python .ci/rehearsal_check.py slurm-jobs "$log_dir/rehearsal_single4.log" "$REHEARSAL_MULTI"
+    python .ci/rehearsal_check.py layout "$root/single4/rehearsal/runs/$REHEARSAL_MULTI" 1 4
+    echo "2 nodes x 2 processes vs 1 node x 4 processes:"
+    python .ci/rehearsal_check.py same-weights "$main_runs/$REHEARSAL_MULTI" \
+        "$root/single4/rehearsal/runs/$REHEARSAL_MULTI"
+    for layout in single multi; do
+        local run=$REHEARSAL_SINGLE nodes=1
+        [[ $layout == multi ]] && run=$REHEARSAL_MULTI nodes=2
+        echo "preempted ($layout-node): $run"
+        python .ci/rehearsal_check.py slurm-jobs "$log_dir/rehearsal_preempt_$layout.log" "$run" \
+            --nodes $nodes --min-jobs 2
+        python .ci/rehearsal_check.py preempted "$root/preempt_$layout/rehearsal/runs/$run"
+        python .ci/rehearsal_check.py same-weights "$main_runs/$run" \
+            "$root/preempt_$layout/rehearsal/runs/$run"
+    done
+    t2=$(date +%s)
+    echo "rehearsal part: $((t2 - t0)) s wall (pipeline $((t1 - t0)) s, checks $((t2 - t1)) s)"
+    .ci/slurm_down.sh
+    trap - EXIT
 }
 
 for part in "${parts[@]}"; do
@@ -141,8 +249,9 @@ for part in "${parts[@]}"; do
     mini) run_mini ;;
     study) run_study ;;
     slurm) run_slurm ;;
+    rehearsal) run_rehearsal ;;
     *)
-        echo "unknown part '$part' (dryrun | mini | study | slurm)" >&2
+        echo "unknown part '$part' (dryrun | mini | study | slurm | rehearsal)" >&2
         exit 2
         ;;
     esac

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Stop the CI SLURM cluster started by .ci/slurm_up.sh: slurmd, slurmctld, then munged. Waits
-# for each to exit and removes the pid files (a stale slurmctld.pid breaks a later purge).
+# Stop the CI SLURM cluster started by .ci/slurm_up.sh: every slurmd (one per node), slurmctld,
+# then munged. Waits for each to exit and removes the pid files (a stale slurmctld.pid breaks a
+# later purge).
 set -uo pipefail
 
 stop() { # stop <pidfile>
@@ -18,7 +19,9 @@ stop() { # stop <pidfile>
     rm -f "$pidfile"
 }
 
-stop /run/slurmd.pid
+for pidfile in /run/slurmd.*.pid /run/slurmd.pid; do
+    stop "$pidfile"
+done
 stop /run/slurmctld.pid
 stop /run/munge/munged.pid
 echo "slurm_down.sh: stopped"

@@ -18,6 +18,7 @@ rule collapse:
     params:
         settings=collapse_settings,
         cache=feature_cache,
+        device=PLAN.device("collapse"),
     threads: 1
     conda:
         "../envs/vcr.yaml"
@@ -26,7 +27,8 @@ rule collapse:
     shell:
         "python workflow_scripts/collapse_metrics.py --run $(dirname {input.backbone})"
         " --manifest {input.manifest} --out-dir $(dirname {output.cdnv})"
-        " --set {params.settings:q} --feature-cache {params.cache} --threads {threads}"
+        " --set {params.settings:q} --feature-cache {params.cache} --device {params.device}"
+        " --threads {threads}"
         " > {log} 2>&1"
 
 

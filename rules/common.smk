@@ -35,8 +35,14 @@ def pretrain_spec(wildcards):
 
 @store_parameters
 def pretrain_launcher(wildcards):
-    """python, torchrun --standalone (one node) or srun torchrun (several nodes)."""
+    """python, vcr.launch (torchrun on one node) or srun ... vcr.launch (several nodes)."""
     return PLAN.launcher(wildcards.run)
+
+
+@store_parameters
+def pretrain_device(wildcards):
+    """cuda for a run that asked for GPUs (cpu where they are fake), else cpu; never auto."""
+    return PLAN.device("pretrain", wildcards.run)
 
 
 @store_parameters
@@ -69,6 +75,12 @@ def probe_datasets(wildcards):
 def probe_settings(wildcards):
     """--set items: the scale's probe overrides, and the probed label set."""
     return PLAN.probe_job(wildcards.run, wildcards.protocol, wildcards.evalname).settings
+
+
+@store_parameters
+def probe_device(wildcards):
+    """cuda where the protocol's jobs ask for a GPU (cpu where it is fake), else cpu."""
+    return PLAN.device("probe", wildcards.protocol)
 
 
 @store_parameters

@@ -19,6 +19,7 @@ rule pretrain:
         f"{WORK}/logs/pretrain/{{run}}.log",
     params:
         launch=pretrain_launcher,
+        device=pretrain_device,
         run=pretrain_spec,
         init_weights=pretrain_init_weights,
         recipe_overrides=pretrain_overrides,
@@ -36,4 +37,5 @@ rule pretrain:
         " --seed {params.run.seed} --cov-scale {params.run.cov_scale} --delta {params.run.delta}"
         " --init {params.run.init}"
         " --manifest {input.manifest} --init-weights={params.init_weights:q}"
-        " --set {params.recipe_overrides:q} --threads {threads} >> {log} 2>&1"
+        " --set {params.recipe_overrides:q} --device {params.device} --threads {threads}"
+        " >> {log} 2>&1"

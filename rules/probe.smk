@@ -18,6 +18,7 @@ rule probe:
         datasets=probe_datasets,
         settings=probe_settings,
         cache=feature_cache,
+        device=probe_device,
     threads: 1
     conda:
         "../envs/vcr.yaml"
@@ -27,7 +28,8 @@ rule probe:
         "python workflow_scripts/probe.py --run $(dirname {input.backbone})"
         " --protocol {wildcards.protocol} --eval-dataset {params.datasets}"
         " --manifest {input.manifests} --set {params.settings:q}"
-        " --feature-cache {params.cache} --out {output} --threads {threads} > {log} 2>&1"
+        " --feature-cache {params.cache} --out {output} --device {params.device}"
+        " --threads {threads} > {log} 2>&1"
 
 
 # Table 3: the pretraining run's own classifier on its test set (final.json) as a record.

@@ -157,12 +157,14 @@ def test_the_plan_refuses_a_layout_other_than_the_recipes():
     P.build_plan(config, "paper")
     bad = copy.deepcopy(config)
     res = bad["scales"]["paper"]["resources"]
-    res["pretrain:tv_resnet50_v2"] = {"nodes": 2, "gpu": 16}
-    with pytest.raises(ConfigError, match="tv_resnet50_v2 on imagenet: 16 GPUs"):
+    res["pretrain:tv_resnet50_v2"] = {"nodes": 2}  # gpu is per node: 2 x 8
+    with pytest.raises(ConfigError, match=r"tv_resnet50_v2 on imagenet: 2 node\(s\) x 8 GPUs"):
         P.build_plan(bad, "paper")
     del bad["scales"]["paper"]["recipe_overrides"]["atto_superclass_200ep:cifar100"]
     del res["pretrain:tv_resnet50_v2"]
-    with pytest.raises(ConfigError, match="atto_superclass_200ep on cifar100: 1 GPUs"):
+    with pytest.raises(
+        ConfigError, match=r"atto_superclass_200ep on cifar100: 1 node\(s\) x 1 GPUs"
+    ):
         P.build_plan(bad, "paper")
 
 

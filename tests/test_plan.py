@@ -100,7 +100,7 @@ def test_run_folders_are_keyed_by_runspec_only(plans):
 
 def test_eval_paths_follow_the_contract(plans):
     pat = re.compile(
-        r"^work/(mini|cifar|paper)/runs/[^/]+(/[^/]+){6}/eval/"
+        r"^work/(mini|rehearsal|cifar|paper)/runs/[^/]+(/[^/]+){6}/eval/"
         r"((lbfgs|sgd|adamw|finetune|classifier)-[A-Za-z0-9_.+]+|collapse/(cdnv|ncc|mi))\.json$"
     )
     for plan in plans.values():
@@ -327,19 +327,50 @@ def test_pretrain_jobs_read_the_manifest_of_their_dataset(plans):
             assert job.manifest == f"work/{plan.scale}/data/{job.spec.dataset}/manifest.json"
 
 
-def test_multi_node_resources_start_one_torchrun_per_node(plans):
+def test_multi_node_resources_start_one_launcher_per_node(plans):
     paper = plans["paper"]
     key = next(k for k, j in paper.pretrain.items() if j.spec.recipe == "tv_convnext_tiny"
                and not j.init_weights)  # fmt: skip
     res = paper.pretrain_resources(key)
     assert res["nodes"] == 2 and res["tasks"] == 2 and res["mpi"] == "srun"
     eff = R.effective(res)
-    assert eff["tasks_per_gpu"] == 0 and eff["gpu"] == 16
+    # GPUs per node as a gres (--gres=gpu:8 per node), never the job total --gpus
+    assert eff["tasks_per_gpu"] == 0 and eff["gres"] == "gpu:8" and "gpu" not in eff
     launch = paper.launcher(key)
-    assert launch.startswith("srun torchrun --nnodes=2 --nproc_per_node=8")
+    # srun gets the layout explicitly (the rule's shell has no SLURM_* allocation variables)
+    assert launch.startswith("srun --nodes=2 --ntasks=2 --ntasks-per-node=1 --cpus-per-task=64")
+    assert "--kill-on-bad-exit=1" in launch
+    assert launch.endswith("python -m vcr.launch --nnodes 2 --nproc-per-node 8")
+    assert "$" not in launch  # nothing read from the rule's shell
+    assert paper.device("pretrain", key) == "cuda"
     # single node, 8 GPUs
     key = next(k for k, j in paper.pretrain.items() if j.spec.recipe == "atto_in1k_90ep")
-    assert paper.launcher(key) == "torchrun --standalone --nproc_per_node=8"
+    assert paper.launcher(key) == "python -m vcr.launch --nproc-per-node 8"
+
+
+def test_a_gpu_model_goes_into_the_per_node_gres(config):
+    cfg = copy.deepcopy(config)
+    cfg["scales"]["paper"]["resources"]["default"]["gpu_model"] = "a100"
+    plan = P.build_plan(cfg, "paper")
+    multi = next(k for k, j in plan.pretrain.items() if j.spec.recipe == "simclr_100ep")
+    assert R.effective(plan.pretrain_resources(multi))["gres"] == "gpu:a100:8"
+    single = R.effective(plan.resources.merged("probe", "lbfgs"))
+    assert single["gpu"] == 1 and single["gpu_model"] == "a100"
+    # a CPU job keeps no model (the plugin would turn it into --gpus=a100:1)
+    assert "gpu_model" not in R.effective(plan.resources.merged("prepare_data"))
+
+
+def test_jobs_get_an_explicit_device(plans, config):
+    paper, mini = plans["paper"], plans["mini"]
+    assert {paper.device("probe", p) for p in PROBE_PROTOCOLS} == {"cuda"}
+    assert paper.device("collapse") == "cuda"
+    imported = next(k for k, j in paper.pretrain.items() if j.init_weights)
+    assert paper.device("pretrain", imported) == "cpu"
+    assert {mini.device("pretrain", k) for k in mini.pretrain} == {"cpu"}
+    cfg = copy.deepcopy(config)
+    cfg["scales"]["paper"]["gpu_device"] = "cpu"  # fake GPUs (the rehearsal)
+    plan = P.build_plan(cfg, "paper")
+    assert {plan.device("pretrain", k) for k in plan.pretrain} == {"cpu"}
 
 
 def test_mini_jobs_declare_no_gpu(plans):

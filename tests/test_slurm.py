@@ -61,10 +61,10 @@ def test_profile_default_resources_are_cheap_and_valid(profile):
         assert isinstance(rr["disk_mb"], int), rule
         for key in ("mem_mb", "runtime"):
             assert key in rr, (rule, key)
-    # the trainer checkpoints and exits on SIGUSR1: every job that trains asks for it
+    # the trainer checkpoints and exits on SIGURG: every job that trains asks for it
     for key, job in plan.pretrain.items():
         res = plan.pretrain_resources(key)
-        assert ("USR1" in res["slurm_extra"]) == (not job.init_weights), key
+        assert ("--signal=URG@" in res["slurm_extra"]) == (not job.init_weights), key
 
 
 def test_config_resources_use_plugin_names(profile):
@@ -84,7 +84,48 @@ def test_multi_node_jobs_carry_mpi_and_tasks():
         # mpi + tasks = one srun task per node; tasks_per_gpu=0 keeps the plugin from adding
         # --ntasks-per-gpu; gpu (total) not gpus
         assert eff["mpi"] == "srun" and eff["tasks"] == eff["nodes"] == 2
-        assert eff["tasks_per_gpu"] == 0 and "gpus" not in eff
+        assert eff["tasks_per_gpu"] == 0 and "gpus" not in eff and eff["gres"] == "gpu:8"
+
+
+# A node of the cluster the paper scale is sized for: 8 GPUs, 512 GB (of which ~500 GB usable
+# by jobs), up to 128 cores.
+NODE = {"gpus": 8, "mem_mb": 500_000, "cpus": 128}
+
+
+def _sbatch_flag(line: str, flag: str):
+    m = re.search(rf"{re.escape(flag)}[= ](\S+)", line)
+    return m.group(1) if m else None
+
+
+def test_the_sbatch_lines_the_plugin_emits_for_each_kind_of_job():
+    """Built by the plugin's own functions (vcr.plan.sbatch) from the rules' resources at paper
+    scale: per node, each multi-node job fits a 2 x 8 GPU, 512 GB layout."""
+    from vcr.plan.sbatch import job_kinds, sbatch_line
+
+    plan = P.build_plan(P.load_config(ROOT / "config.yaml"), "paper")
+    lines = {label: sbatch_line(rule, res) for label, rule, res in job_kinds(plan)}
+    multi = [v for k, v in lines.items() if "2 nodes x 8 GPUs" in k]
+    assert multi, lines
+    for line in multi:
+        assert " --nodes=2 " in line and " --ntasks=2 " in line  # one launcher per node
+        gres = _sbatch_flag(line, "--gres")
+        assert gres == "gpu:8" and "--gpus" not in line  # per node, never the job total
+        assert int(_sbatch_flag(line, "--mem")) <= NODE["mem_mb"]  # --mem is per node
+        assert int(_sbatch_flag(line, "--cpus-per-gpu")) * 8 <= NODE["cpus"]
+        assert "--ntasks-per-gpu" not in line and "--signal=URG@600" in line
+    (single8,) = [v for k, v in lines.items() if k.startswith("pretrain (pretrain, 8 GPU(s), e.g.")]
+    # --gpus is the job's total: one node, or SLURM may spread it
+    assert " --gpus=8" in single8 and " --nodes=1 " in single8 and "--gres" not in single8
+    assert int(_sbatch_flag(single8, "--mem")) <= NODE["mem_mb"]
+    for label in ("probe sgd", "probe lbfgs", "probe adamw", "probe finetune", "collapse"):
+        line = lines[label]
+        assert " --gpus=1" in line and "--cpus-per-gpu=8" in line, (label, line)
+        assert "--signal" not in line  # no trainer to checkpoint
+    imported = lines["pretrain (import_weights, 0 GPU(s), e.g. tv_resnet50_v2)"]
+    for label in ("prepare_data", "two_moons", "render_table", "classifier_metric"):
+        line = lines[label]
+        assert "--gpus" not in line and "--gres" not in line and "--ntasks=1" in line, label
+    assert "--gpus" not in imported and "--signal" not in imported
 
 
 def test_ci_scripts_are_executable_shell():

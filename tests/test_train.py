@@ -120,13 +120,18 @@ KILL_SET = [
 ]
 
 
-def _start(run_dir, progress=None, sleep=0.0):
-    cmd = [sys.executable, str(SUPPORT), str(run_dir), "--set", *KILL_SET]
+def _start(run_dir, progress=None, sleep=0.0, extra=()):
+    cmd = [sys.executable, str(SUPPORT), str(run_dir), "--set", *KILL_SET, *extra]
     if progress:
         cmd += ["--progress", str(progress), "--sleep", str(sleep)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group (os.killpg reaches its workers)
     )
 
 
@@ -149,26 +154,43 @@ def reference_run(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_killed_run_resumes_bit_identical(tmp_path, reference_run, sig):
+@pytest.mark.parametrize(
+    "sig, workers",
+    [(signal.SIGKILL, 0), (signal.SIGTERM, 0), (signal.SIGURG, 0), (signal.SIGTERM, 1)],
+)
+def test_killed_run_resumes_bit_identical(tmp_path, reference_run, sig, workers):
+    """SIGKILL: resume from the last epoch's checkpoint. SIGTERM (the time limit) and SIGURG
+    (the rules' pre-timeout signal): checkpoint after the current step, exit 128+signum. With a
+    DataLoader worker the signal reaches the whole process group, as SLURM sends it to every
+    process of the step: the worker ignores it, the trainer checkpoints."""
     # 6 steps per epoch; a random step away from epoch boundaries (seeded: reproducible test)
     step = random.Random(int(sig)).choice([7, 8, 9, 10, 13, 14, 15, 16])
     progress = tmp_path / "progress"
     run_dir = tmp_path / "run"
-    proc = _start(run_dir, progress, sleep=0.05)
+    extra = (f"num_workers={workers}",)
+    proc = _start(run_dir, progress, sleep=0.05, extra=extra)
     _wait_for_step(proc, progress, step)
-    proc.send_signal(sig)
+    if workers:
+        os.killpg(proc.pid, sig)  # the trainer and its worker, like SLURM's signal
+    else:
+        proc.send_signal(sig)
     rc = proc.wait(timeout=60)
     out = proc.stdout.read()
     assert not (run_dir / "backbone.pt").exists()
-    if sig == signal.SIGTERM:
-        assert rc == 128 + signal.SIGTERM, out
+    if sig != signal.SIGKILL:
+        assert rc == 128 + sig, out
+        assert f"stop signal ({signal.Signals(sig).name} at" in out, out
         ck = torch.load(run_dir / "checkpoint.pt", weights_only=False)
-        assert ck["step_in_epoch"] > 0, "SIGTERM checkpoint should be mid-epoch"
+        assert ck["step_in_epoch"] > 0, "the stop-signal checkpoint should be mid-epoch"
+        assert f"step-in-epoch {ck['step_in_epoch']} of 6 (global step {ck['global_step']})" in out
     else:
         assert rc == -signal.SIGKILL
-    proc = _start(run_dir)  # restart: resumes from checkpoint.pt
+    proc = _start(run_dir, extra=extra)  # restart: resumes from checkpoint.pt
     assert proc.wait(timeout=120) == 0, proc.stdout.read()
+    if sig != signal.SIGKILL:
+        assert f"resumed from checkpoint.pt at epoch {ck['epoch']}, step-in-epoch" in (
+            proc.stdout.read()
+        )
     assert_same_state(backbone_state(run_dir), backbone_state(reference_run))
     assert read_log(run_dir) and [e["epoch"] for e in read_log(run_dir)] == [0, 1, 2, 3]
     for a, b in zip(read_log(run_dir), read_log(reference_run)):

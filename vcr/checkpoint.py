@@ -25,7 +25,14 @@ from vcr.errors import ConfigError
 CHECKPOINT = "checkpoint.pt"
 FORMAT = 1
 # Recipe keys that may change between a checkpoint and its resume without changing the result.
-RESUME_FREE_KEYS = ("num_workers", "print_freq", "eval_batch_size", "source", "keep_checkpoint")
+RESUME_FREE_KEYS = (
+    "num_workers",
+    "print_freq",
+    "eval_batch_size",
+    "source",
+    "keep_checkpoint",
+    "slow_step_s",
+)
 
 
 @dataclass

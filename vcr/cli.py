@@ -163,16 +163,63 @@ def add_device_argument(parser) -> None:
 
 
 def resolve_device(name=None):
-    """``None``/``"auto"`` -> cuda when visible, else cpu; ``"cuda"`` without a visible GPU
-    raises ``ConfigError`` (a run that asked for a GPU never trains on the CPU by accident)."""
+    """``None``/``"auto"`` -> cuda when visible, else cpu; ``"cuda"`` without a usable GPU
+    raises ``ConfigError`` naming why (a run that asked for a GPU never trains on the CPU by
+    accident; the rules always pass ``--device cuda`` or ``cpu``)."""
     import torch
 
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: no CUDA device is visible")
+        raise ConfigError(f"--device {name}: no usable CUDA device. {cuda_diagnosis()}")
     return device
+
+
+# The oldest Linux driver each CUDA major release runs on (NVIDIA's minor-version
+# compatibility table); a wheel built for a newer CUDA than the driver supports sees no GPU.
+MIN_DRIVER = {11: "450.80.02", 12: "525.60.13", 13: "580.65.06"}
+
+
+def cuda_diagnosis() -> str:
+    """Why torch sees no GPU: the wheel's CUDA and the driver it needs, the node's driver
+    (nvidia-smi), CUDA_VISIBLE_DEVICES and torch's own error, in one line."""
+    import os
+    import shutil
+    import subprocess
+
+    import torch
+
+    built = torch.version.cuda
+    if built is None:
+        wheel = f"torch {torch.__version__} is a CPU-only build (no CUDA at all)"
+    else:
+        need = MIN_DRIVER.get(int(built.split(".")[0]))
+        wheel = f"torch {torch.__version__} is built for CUDA {built}" + (
+            f" (needs an NVIDIA driver >= {need})" if need else ""
+        )
+    driver = "no nvidia-smi on PATH (no NVIDIA driver installed?)"
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version,name", "--format=csv,noheader"],
+                capture_output=True, text=True, timeout=5, check=False,
+            )  # fmt: skip
+            driver = f"nvidia-smi: {(out.stdout or out.stderr).strip() or 'no output'}"
+        except (OSError, subprocess.TimeoutExpired) as err:
+            driver = f"nvidia-smi failed: {err}"
+    reason = ""
+    if built is not None:
+        try:
+            torch.cuda.init()
+        except Exception as err:  # torch's own words: "driver too old (found version ...)"
+            reason = f"; torch says: {str(err).strip().splitlines()[0]}"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return (
+        f"{wheel}; this node: {driver}; CUDA_VISIBLE_DEVICES={visible!r}{reason}. Install a "
+        "torch wheel built for this driver's CUDA (download.pytorch.org/whl/cu1XX) or update the "
+        "driver; the job does not fall back to the CPU."
+    )
 
 
 # --------------------------------------------------------------------------------------------

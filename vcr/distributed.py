@@ -1,14 +1,14 @@
 """Process-group setup for one trainer that runs alone, under torchrun, or under SLURM srun.
 
 Rank and world size come from torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK) when they
-are set, else from SLURM's (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, with MASTER_ADDR taken
-from the first host of SLURM_JOB_NODELIST when the launcher did not set it), else one process.
+are set, else from SLURM's (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, with MASTER_ADDR the first
+node of the job step and a per-job port, as ``vcr.launch`` finds them, when the launcher did not
+set them), else one process.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +21,8 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     source: str = "single"  # single | torchrun | slurm
+    nodes: int = 1
+    local_world_size: int = 1
 
     @property
     def distributed(self) -> bool:
@@ -30,32 +32,46 @@ class DistInfo:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def layout(self) -> dict:
+        """What run.json records of the process layout."""
+        return {"nodes": self.nodes, "processes_per_node": self.local_world_size}
+
 
 def dist_info_from_env(env=None) -> DistInfo:
     env = os.environ if env is None else env
     if "RANK" in env and "WORLD_SIZE" in env:
+        world = int(env["WORLD_SIZE"])
+        local = int(env.get("LOCAL_WORLD_SIZE", world))
         return DistInfo(
-            int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)), "torchrun"
+            int(env["RANK"]),
+            world,
+            int(env.get("LOCAL_RANK", 0)),
+            "torchrun",
+            nodes=int(env.get("GROUP_WORLD_SIZE", max(1, world // max(1, local)))),
+            local_world_size=local,
         )
     if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
+        nodes = int(env.get("SLURM_NNODES", "1"))
         return DistInfo(
             int(env["SLURM_PROCID"]),
             int(env["SLURM_NTASKS"]),
             int(env.get("SLURM_LOCALID", 0)),
             "slurm",
+            nodes=nodes,
+            local_world_size=int(env["SLURM_NTASKS"]) // max(1, nodes),
         )
     return DistInfo()
 
 
-def first_slurm_host(nodelist: str) -> str:
-    """``"gpu[012-015,020],cpu1"`` -> ``"gpu012"`` (enough for MASTER_ADDR)."""
-    m = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist)
-    if not m:
-        return nodelist
-    prefix, ranges = m.group(1), m.group(2)
-    if not ranges:
-        return prefix
-    return prefix + ranges.split(",")[0].split("-")[0]
+def ranks_where(flag: bool, device="cpu") -> list[int]:
+    """The ranks on which ``flag`` is true, known on every rank (one all-reduce)."""
+    if world_size() == 1:
+        return [0] if flag else []
+    t = torch.zeros(world_size(), device=device)
+    t[rank()] = 1.0 if flag else 0.0
+    dist.all_reduce(t)
+    return [int(r) for r in torch.nonzero(t).flatten().tolist()]
 
 
 def init_distributed(device_type: str = "cpu", *, env=None) -> DistInfo:
@@ -68,9 +84,13 @@ def init_distributed(device_type: str = "cpu", *, env=None) -> DistInfo:
         return info
     if dist.is_initialized():
         return info
-    if info.source == "slurm":
-        os.environ.setdefault("MASTER_ADDR", first_slurm_host(os.environ["SLURM_JOB_NODELIST"]))
-        os.environ.setdefault("MASTER_PORT", str(29500 + int(os.environ["SLURM_JOB_ID"]) % 1000))
+    if info.source == "slurm":  # srun started every process itself (no torchrun)
+        from vcr.launch import hostnames, node_address, rendezvous_port
+
+        if "MASTER_ADDR" not in os.environ:
+            first = hostnames(os.environ.get("SLURM_JOB_NODELIST", ""))[0]
+            os.environ["MASTER_ADDR"] = node_address(first)
+        os.environ.setdefault("MASTER_PORT", str(rendezvous_port(os.environ["SLURM_JOB_ID"])))
         os.environ["RANK"] = str(info.rank)
         os.environ["WORLD_SIZE"] = str(info.world_size)
         os.environ["LOCAL_RANK"] = str(info.local_rank)

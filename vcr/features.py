@@ -10,8 +10,9 @@ Cache format (``torch.save`` of a dict, written atomically by ``vcr.io.torch_sav
     {"features": float32 (N, D), "labels": int64 (N,), "meta": {"n", "feature_dim", "key", ...}}
 
 Stored as **float32** (default ``cache_dtype``): a cache hit then gives bit-identical probe
-results to a fresh extraction, and the largest paper-scale split (iNat18 train, 437k x 2048) is
-3.6 GB. ``cache_dtype="float16"`` halves that; features are returned as float32 either way.
+results to a fresh extraction, and the largest paper-scale split (Places205 train, 2.4M x 2048)
+is 20 GB, held once in host memory (filled in place, never concatenated from chunks).
+``cache_dtype="float16"`` halves that; features are returned as float32 either way.
 
 A cache is reused only when its ``key`` matches (the backbone file's size + SHA-256 prefix and
 the transform settings, see :func:`backbone_key`) and its length equals the dataset's; otherwise
@@ -123,32 +124,44 @@ def extract_features(
         batches = _array_batches(dataset, *array_normalize, batch_size)
     else:
         batches = _loader_batches(dataset, batch_size, num_workers)
-    feats, labels = [], []
-    for x, y in batches:
-        f = backbone(x.to(dev, non_blocking=True))
+    # One (N, D) host array, filled batch by batch: no list of chunks beside a concatenated copy
+    # (Places205 train: 2.4M x 2048 float32 = 20 GB once, not twice).
+    X = torch.zeros(0, 0)
+    y = torch.empty(n, dtype=torch.long)
+    row, bad = 0, 0
+    for xb, yb in batches:
+        f = backbone(xb.to(dev, non_blocking=True))
         if f.ndim != 2:
             raise ValueError(
                 f"backbone returned features of shape {tuple(f.shape)}; expected (N, D): "
                 "load it with vcr.models.load_backbone (num_classes=0, pooled output)"
             )
-        feats.append(f.float().cpu())
-        labels.append(y.long().reshape(-1))
+        if row == 0:
+            X = torch.empty(n, f.shape[1], dtype=CACHE_DTYPES[cache_dtype])
+        if row + len(f) > n:
+            raise ValueError(f"the loader gave more than the dataset's {n} samples")
+        finite = torch.isfinite(f)
+        if not finite.all():
+            bad += int(finite.numel() - finite.count_nonzero())
+        X[row : row + len(f)] = f.float().cpu()
+        y[row : row + len(f)] = yb.long().reshape(-1)
+        row += len(f)
     backbone.train(was_training)
-    X = torch.cat(feats) if feats else torch.zeros(0, 0)
-    y = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)
-    if not torch.isfinite(X).all():
+    if row != n:
+        raise ValueError(f"the loader gave {row} of the dataset's {n} samples")
+    if bad:
         raise FloatingPointError(
-            f"backbone produced {int((~torch.isfinite(X)).sum())} non-finite feature values "
+            f"backbone produced {bad} non-finite feature values "
             f"on a dataset of {n} samples (cache {cache})"
         )
     if cache is not None:
         blob = {
-            "features": X.to(CACHE_DTYPES[cache_dtype]),
+            "features": X,
             "labels": y,
             "meta": {"n": n, "feature_dim": int(X.shape[1]), "key": key, "dtype": cache_dtype},
         }
         io.torch_save(blob, cache)
-    return X, y
+    return X.float(), y  # float16 caches: the rounded values a later cache hit reads too
 
 
 def cache_path(cache_dir, dataset: str, target: str, split: str) -> Path:
@@ -176,6 +189,7 @@ class RunFeatures:
         batch_size: int = 256,
         num_workers: int = -1,
         cache_dtype: str = "float32",
+        fast_array_loader: bool = True,
     ):
         self.run_dir = Path(run_dir)
         self.backbone_path = self.run_dir / "backbone.pt"
@@ -189,13 +203,16 @@ class RunFeatures:
         self.batch_size = int(batch_size)
         self.num_workers = int(num_workers)
         self.cache_dtype = cache_dtype
+        # False: in-memory arrays too go through the DataLoader and its workers (the rehearsal
+        # runs the paper datasets' extraction path on mini data)
+        self.fast_array_loader = bool(fast_array_loader)
         self._backbone = None
         self._key = None
 
     @classmethod
     def from_settings(cls, run_dir, settings: dict, *, cache_dir=None, device=None) -> RunFeatures:
         """From the ``--set`` settings every evaluation shares (``extract_batch_size``,
-        ``extract_workers``, ``cache_dtype``)."""
+        ``extract_workers``, ``cache_dtype``, ``fast_array_loader``)."""
         return cls(
             run_dir,
             cache_dir=cache_dir,
@@ -203,6 +220,7 @@ class RunFeatures:
             batch_size=settings["extract_batch_size"],
             num_workers=settings["extract_workers"],
             cache_dtype=settings["cache_dtype"],
+            fast_array_loader=settings.get("fast_array_loader", True),
         )
 
     @property
@@ -241,7 +259,8 @@ class RunFeatures:
         )
         ds = load_dataset(name, split, manifest=manifest, transform=tf, target=target)
         native = (
-            hasattr(ds, "images")
+            self.fast_array_loader
+            and hasattr(ds, "images")
             and hasattr(ds, "targets")
             and getattr(ds.images, "ndim", 0) == 4
             and ds.images.shape[1] == ds.images.shape[2] == info["image_size"]

@@ -56,8 +56,10 @@ def read_json(path) -> Any:
 def torch_save(obj: Any, path) -> None:
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    # through a file object: torch names the archive's root folder after a path it is given
+    # (here the random temporary name), so the same object would give different bytes
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
 
 
 def _json_default(o):

@@ -264,6 +264,7 @@ COLLAPSE_SETTINGS = {
     "extract_batch_size": 256,
     "extract_workers": -1,
     "cache_dtype": "float32",
+    "fast_array_loader": True,
 }
 
 

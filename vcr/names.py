@@ -8,7 +8,7 @@ by ``tests/test_names.py``.
 
 from __future__ import annotations
 
-SCALES = ("mini", "cifar", "paper")
+SCALES = ("mini", "rehearsal", "cifar", "paper")
 
 # VCR placements (App. A; Table 6's VCR1-4 are final, blocks, downsample, blocks+downsample).
 PLACEMENTS = ("none", "blocks", "final", "downsample", "blocks+downsample")

@@ -116,6 +116,9 @@ class Recipe:
     # also on CPU (oneDNN's NHWC convolutions: the mini ResNet trains ~1.9x faster on 1 core;
     # ConvNeXt/ViT unchanged). Off by default: on CPU the bits then differ from NCHW runs.
     channels_last_cpu: bool = False
+    # bf16 autocast on CPU too (amp_dtype bf16; CPU autocast is real): the rehearsal scale runs
+    # the GPU recipes' mixed-precision path on gloo processes. Off by default.
+    amp_cpu: bool = False
     sync_bn: bool = False  # SyncBatchNorm under multi-GPU DDP (SSL recipes: on)
     num_workers: int = 0
     fast_array_loader: bool = True  # batched augmentation for in-memory uint8 arrays (mini)
@@ -125,6 +128,9 @@ class Recipe:
     print_freq: int = 50
     max_steps_per_epoch: int = 0  # 0 = whole epoch (smoke tests)
     inject_nan_step: int = -1  # fault-injection test hook: make the loss NaN at this global step
+    inject_error_step: int = -1  # test hook: raise RuntimeError at this global step
+    inject_fault_rank: int = -1  # the rank the two hooks above act on (-1: every rank)
+    slow_step_s: float = 0.0  # test hook: sleep after each step (a run longer than its time limit)
     # --- two-moons only
     hidden: int = 500
     hidden_layers: int = 2

@@ -8,6 +8,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from vcr import io
@@ -53,6 +54,18 @@ def append_log(run_dir: Path, entry: dict) -> None:
         fh.write(json.dumps(entry, sort_keys=True) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
+
+
+EVENTS = "events.log"
+
+
+def log_event(run_dir: Path, text: str) -> None:
+    """Print ``text`` and append it, timestamped, to ``RUN_DIR/events.log``: the starts, stop
+    signals, checkpoints and resumes of every attempt (Snakemake replaces a retried job's log
+    file; the run folder, like ``checkpoint.pt``, stays)."""
+    print(text, flush=True)
+    with open(Path(run_dir) / EVENTS, "a", encoding="utf-8") as fh:
+        fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
 
 
 def truncate_log(run_dir: Path, before_epoch: int) -> None:
@@ -127,17 +140,28 @@ def provenance(spec, recipe) -> dict:
 
 
 def write_run_json(
-    run_dir, spec, recipe, *, device, world_size, lr, steps_per_epoch, vcr_layers, resumed_at
-) -> None:
-    """``run.json`` of a training run (rewritten at every start or resume), and its summary
-    line in the log."""
+    run_dir, spec, recipe, *, device, world_size, lr, steps_per_epoch, vcr_layers, resumed_at,
+    layout=None,
+) -> None:  # fmt: skip
+    """``run.json`` of a training run (rewritten at every start or resume), its summary line in
+    the log, and the start (and resume) events (``resumed_at``: epoch, step in it, global step)."""
     batch_per_rank = recipe.batch_size // world_size
+    layout = layout or {"nodes": 1, "processes_per_node": world_size}
+    job = os.environ.get("SLURM_JOB_ID")
+    where = f" (SLURM job {job} on {os.environ.get('SLURM_JOB_NODELIST', '?')})" if job else ""
+    log_event(run_dir, f"start{where}: world size {world_size}, layout {layout}")
+    if resumed_at:
+        e, s, g = resumed_at
+        log_event(
+            run_dir, f"resumed from checkpoint.pt at epoch {e}, step-in-epoch {s} (global step {g})"
+        )
     io.write_json(
         Path(run_dir) / "run.json",
         {
             **provenance(spec, recipe),
             "device": str(device),
             "world_size": world_size,
+            "layout": layout,
             "global_batch": recipe.batch_size,
             "batch_per_rank": batch_per_rank,
             "lr": lr,

@@ -13,9 +13,9 @@ Guarantees and how they are kept:
 - Resume is bit-identical (CPU): the data order and augmentation are pure functions of (seed,
   epoch, index) (``vcr.data.loading``); the checkpoint holds every state the loop changes
   (``vcr.checkpoint``), and a resumed epoch skips the batches already done.
-- SIGTERM / SIGUSR1 (SLURM's pre-timeout signal) set a flag; the loop writes a checkpoint after
-  the current step and the process exits with 128 + signal number, so the job can be requeued
-  and resumes from ``RUN_DIR/checkpoint.pt`` automatically.
+- SIGURG (SLURM's pre-timeout signal, ``vcr.preemption``), SIGTERM and SIGUSR1 set a flag; the
+  loop writes a checkpoint after the current step and the process exits with 128 + signal
+  number, so the job can be requeued and resumes from ``RUN_DIR/checkpoint.pt`` automatically.
 - A non-finite loss raises ``NonFiniteError`` (run dir, step, alpha, beta) before the step's
   backward; ``backbone.pt`` is written only after a successful last epoch.
 - Every loop adds ``vcr_penalty(model)`` to its loss (zero in value, carries the VCR gradient).
@@ -57,6 +57,7 @@ from vcr.runlog import (
     Progress,
     append_log,
     grad_ratio_summary,
+    log_event,
     provenance,
     truncate_log,
     write_run_json,
@@ -101,9 +102,16 @@ def training_step(
         loss = loss * float("nan")
     if watch is not None:
         watch.update(loss.detach())
-    elif not bool(torch.isfinite(loss.detach())):
+        bad = []
+    else:
+        # every rank learns of a NaN on any rank (one flag all-reduce), so all stop with the
+        # message instead of waiting in the backward's all-reduce for the rank that raised
+        bad = vdist.ranks_where(not bool(torch.isfinite(loss.detach())), device=loss.device)
+    if bad:
         where = describe() if describe else ""
-        raise NonFiniteError(f"non-finite loss {float(loss.detach())} {where}".strip())
+        value = float(loss.detach())
+        what = f"on rank(s) {bad} (this rank: {value})" if vdist.world_size() > 1 else value
+        raise NonFiniteError(f"non-finite loss {what} {where}".strip())
     try:
         if scaler is not None and scaler.is_enabled():
             scaler.scale(loss).backward()
@@ -138,11 +146,31 @@ class NonFiniteWatch:
         self.steps += 1
 
     def check(self, describe) -> None:
-        """Raise ``NonFiniteError`` (one host sync) if a watched step had a non-finite loss."""
+        """Raise ``NonFiniteError`` (one host sync; one all-reduce across ranks) if a watched
+        step had a non-finite loss on any rank: every rank raises, naming the rank(s), so none
+        waits in the next backward's all-reduce for a rank that stopped."""
+        if vdist.world_size() > 1:
+            import torch.distributed as dist
+
+            per_rank = torch.full(
+                (vdist.world_size(),), -1, dtype=torch.long, device=self.bad.device
+            )
+            per_rank[vdist.rank()] = self.bad
+            dist.all_reduce(per_rank, op=dist.ReduceOp.MAX)
+            steps = {r: s for r, s in enumerate(per_rank.tolist()) if s >= 0}
+            if steps:
+                # the rank(s) where it began; the others follow once DDP averages its gradients
+                first = min(steps.values())
+                ranks = [r for r, s in steps.items() if s == first]
+                later = sorted(set(steps) - set(ranks))
+                also = f" (later also on rank(s) {later})" if later else ""
+                raise NonFiniteError(
+                    f"non-finite loss on rank(s) {ranks}{also} {describe(self.first_step + first)}"
+                )
+            return
         bad = int(self.bad)
         if bad >= 0:
-            step = self.first_step + bad
-            raise NonFiniteError(f"non-finite loss {describe(step)}")
+            raise NonFiniteError(f"non-finite loss {describe(self.first_step + bad)}")
 
 
 def supervised_loss(criterion):
@@ -197,10 +225,11 @@ class RunContext:
         return use_channels_last(self.device, self.recipe)
 
     def autocast(self):
-        if self.device.type != "cuda" or self.recipe.amp_dtype == "none":
+        cpu_off = self.device.type == "cpu" and not self.recipe.amp_cpu  # amp_cpu: CPU autocast
+        if self.recipe.amp_dtype == "none" or cpu_off or self.device.type not in ("cuda", "cpu"):
             return None
         dtype = torch.bfloat16 if self.recipe.amp_dtype == "bf16" else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
+        return torch.autocast(self.device.type, dtype=dtype)
 
     def to_device(self, images):
         if isinstance(images, list | tuple):
@@ -255,10 +284,15 @@ def train_one_epoch(ctx: RunContext, state: TrainState, loader, loss_fn, *, vcr_
     def check_finite():
         watch.check(describe)
         if vcr_on:
+            local = None
             try:
                 raise_if_nonfinite(state.model_without_ddp)
             except NonFiniteError as err:
-                raise NonFiniteError(f"{err} {describe(state.global_step)}") from err
+                local = err
+            ranks = vdist.ranks_where(local is not None, device=ctx.device)  # all ranks stop
+            if ranks:
+                what = local or f"non-finite VCR statistics on rank(s) {ranks}"
+                raise NonFiniteError(f"{what} {describe(state.global_step)}") from local
 
     for images, targets in loader:
         k = state.step_in_epoch
@@ -268,6 +302,9 @@ def train_one_epoch(ctx: RunContext, state: TrainState, loader, loss_fn, *, vcr_
             images, targets = ctx.mixup(images, targets)
         if vcr_on:
             set_vcr_recording(vcr_target(state.model_without_ddp), logging_step)
+        step = state.global_step
+        if step == recipe.inject_error_step and recipe.inject_fault_rank in (-1, ctx.dist.rank):
+            raise RuntimeError(f"injected fault at step {step} on rank {ctx.dist.rank} (test hook)")
         logs = training_step(
             model,
             loss_fn,
@@ -276,7 +313,10 @@ def train_one_epoch(ctx: RunContext, state: TrainState, loader, loss_fn, *, vcr_
             scaler=state.scaler,
             clip_grad_norm=recipe.clip_grad_norm,
             autocast=autocast,
-            inject_nan=(state.global_step == recipe.inject_nan_step),
+            describe=lambda step=step: describe(step),
+            inject_nan=(
+                step == recipe.inject_nan_step and recipe.inject_fault_rank in (-1, ctx.dist.rank)
+            ),
             watch=watch,
         )
         logs["lr"] = state.optimizer.param_groups[0]["lr"]
@@ -304,10 +344,12 @@ def train_one_epoch(ctx: RunContext, state: TrainState, loader, loss_fn, *, vcr_
         n_images += _batch_len(images) * ctx.dist.world_size
         if logging_step:
             progress.step(state.epoch, state.step_in_epoch, logs)
-            if vdist.any_flag(bool(ctx.stop), device=ctx.device):
-                check_finite()
-                ctx.checkpoint(state)
-                raise Preempted(ctx.stop.signum or signal.SIGTERM)
+        if recipe.slow_step_s:
+            time.sleep(recipe.slow_step_s)
+        # a stop signal is acted on at the next logging step (the host syncs only there)
+        if logging_step and vdist.any_flag(bool(ctx.stop), device=ctx.device):
+            check_finite()
+            _stop(ctx, state)
     progress.close()
     check_finite()
     elapsed = time.perf_counter() - t0
@@ -482,6 +524,17 @@ def run(
         vdist.cleanup()
 
 
+def _stop(ctx: RunContext, state: TrainState):
+    """A stop signal reached some rank: checkpoint after this step (every rank), then raise."""
+    ctx.checkpoint(state)
+    signum = ctx.stop.signum or signal.SIGTERM
+    if ctx.dist.is_main:
+        at = f"epoch {state.epoch}, step-in-epoch {state.step_in_epoch} of {ctx.steps_per_epoch}"
+        log_event(ctx.run_dir, f"stop signal ({ctx.stop.describe()}): checkpoint written at {at} "
+                  f"(global step {state.global_step}); exiting {128 + signum} for a retry")  # fmt: skip
+    raise Preempted(signum)
+
+
 def _train(ctx: RunContext, *, manifest, init_weights, data, model_factory, transforms) -> dict:
     from vcr.data.loading import build_data, build_loaders, build_mixup
     from vcr.optim import LRSchedule, build_ema, build_optimizer, resolved_lr
@@ -546,7 +599,11 @@ def _train(ctx: RunContext, *, manifest, init_weights, data, model_factory, tran
     model_without_ddp = model
     if info.distributed:
         model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[dev.index] if dev.type == "cuda" else None
+            model,
+            device_ids=[dev.index] if dev.type == "cuda" else None,
+            # CPU: never rebuild the gradient buckets (their layout sets gloo's summation order;
+            # a resumed process's first step would use the initial one): bit-identical resume
+            find_unused_parameters=dev.type == "cpu",
         )
     state = TrainState(model, model_without_ddp, optimizer, scheduler, scaler, ema)
     resumed = load_checkpoint(ctx.run_dir, state, spec=spec, recipe=recipe, rank=info.rank)
@@ -562,7 +619,8 @@ def _train(ctx: RunContext, *, manifest, init_weights, data, model_factory, tran
             lr=lr,
             steps_per_epoch=ctx.steps_per_epoch,
             vcr_layers=vcr_names,
-            resumed_at=(state.epoch, state.step_in_epoch) if resumed else None,
+            resumed_at=(state.epoch, state.step_in_epoch, state.global_step) if resumed else None,
+            layout=info.layout,
         )
 
     # ---- the epochs
@@ -598,9 +656,9 @@ def _train(ctx: RunContext, *, manifest, init_weights, data, model_factory, tran
                     k: (round(v, 5) if isinstance(v, float) else v) for k, v in entry.items()
                 }
                 print(json.dumps(rounded), flush=True)
-            ctx.checkpoint(state)
             if vdist.any_flag(bool(ctx.stop), device=dev):
-                raise Preempted(ctx.stop.signum)
+                _stop(ctx, state)
+            ctx.checkpoint(state)
 
     # ---- final metrics, then the backbone
     final_model = _eval_model(state, recipe)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from vcr.data.transforms import ssl_views
 from vcr.errors import ConfigError, DatasetError
+from vcr.preemption import ignore_stop_signals, kill_workers_at_exit
 
 
 def channel_stats(values) -> torch.Tensor:
@@ -323,6 +324,8 @@ def build_loaders(bundle: DataBundle, recipe, *, seed, rank, world_size, device,
     :class:`SeededSamples`. Each rank evaluates a strided share of val/test (the trainer sums
     the counts over ranks).
     """
+    if recipe.num_workers:
+        kill_workers_at_exit()  # the workers ignore SIGTERM (ignore_stop_signals)
     sampler = epoch_sampler(len(bundle.train), recipe, seed=seed, rank=rank, world_size=world_size)
     fast = recipe.fast_array_loader and bundle.mean
     native_kind = bundle.train_kind == "train_cifar" or (
@@ -349,6 +352,8 @@ def build_loaders(bundle: DataBundle, recipe, *, seed, rank, world_size, device,
             persistent_workers=workers > 0,
             # own generator: creating an iterator must not draw from the global RNG (resume)
             generator=torch.Generator().manual_seed(seed),
+            # SLURM signals every process of the step: the stop signals are the trainer's
+            worker_init_fn=ignore_stop_signals,
         )
     eval_loaders = {}
     eval_bs = recipe.eval_batch_size or recipe.batch_size // world_size
@@ -370,6 +375,7 @@ def build_loaders(bundle: DataBundle, recipe, *, seed, rank, world_size, device,
             num_workers=recipe.num_workers,
             pin_memory=pin,
             generator=torch.Generator().manual_seed(seed),
+            worker_init_fn=ignore_stop_signals,
         )
     return sampler, train_loader, eval_loaders
 

@@ -535,8 +535,17 @@ class Plan:
         return self.resources.merged("pretrain", job.spec.recipe, job.spec.dataset)
 
     def launcher(self, key: str) -> str:
-        """``python`` or the torchrun line of a pretraining job's resources."""
+        """``python`` or the ``vcr.launch`` line of a pretraining job's resources."""
         return R.launcher(self.pretrain_resources(key))
+
+    def device(self, kind: str, key: str = "") -> str:
+        """The explicit ``--device`` of a job: a pretraining run (``kind="pretrain"``, key = its
+        folder) or an evaluation (``probe`` with key = protocol, ``collapse``). A job asking for
+        GPUs gets ``scales.<scale>.gpu_device`` (cuda; cpu where the GPUs are fake)."""
+        res = (
+            self.pretrain_resources(key) if kind == "pretrain" else self.resources.merged(kind, key)
+        )
+        return R.device(res, self.sc.get("gpu_device", "cuda"))
 
     def rule_resources(self, rule: str) -> dict[str, Any]:
         """The ``resources:`` directive of a rule: ``{name: value or callable(wildcards)}``.

@@ -9,6 +9,7 @@ trainer checks the world size again at start (``vcr.train.check_world_size``).
 from __future__ import annotations
 
 from vcr.errors import ConfigError
+from vcr.plan.resources import gpus_per_node
 
 
 def check_world_sizes(plan) -> None:
@@ -20,17 +21,19 @@ def check_world_sizes(plan) -> None:
         if job.init_weights:
             continue  # an import trains nothing
         res = plan.pretrain_resources(key)
-        if not res["gpu"]:
+        per_node = gpus_per_node(res)
+        if not per_node:
             continue  # CPU jobs (mini): one process
+        gpus = per_node * int(res["nodes"])  # gpu is per node (vcr.plan.resources)
         sets = dict(o.split("=", 1) for o in job.overrides)
         want = int(sets.get("world_size", RECIPES[job.spec.recipe].world_size))
-        if want and int(res["gpu"]) != want:
+        if want and gpus != want:
             problems.append(
-                f"{job.spec.recipe} on {job.spec.dataset}: {res['gpu']} GPUs in "
-                f"scales.{plan.scale}.resources, the recipe's world_size is {want}"
+                f"{job.spec.recipe} on {job.spec.dataset}: {res['nodes']} node(s) x {per_node} "
+                f"GPUs in scales.{plan.scale}.resources, the recipe's world_size is {want}"
             )
     if problems:
         raise ConfigError(
-            "GPU count != recipe world_size (set the resources' gpu, or the recipe's world_size "
+            "GPU count != recipe world_size (set the resources' nodes x gpu per node, or the recipe's world_size "
             "in recipe_overrides.<recipe>[:<dataset>]): " + "; ".join(sorted(set(problems))[:5])
         )

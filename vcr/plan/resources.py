@@ -4,8 +4,13 @@ Resources come from ``config.yaml`` ``scales.<scale>.resources``, merged per job
 ``RESOURCE_DEFAULTS`` <- ``default`` <- ``<kind>`` <- ``<kind>:<key>`` for each key in order
 (a recipe, dataset or protocol with an entry of its own). The kinds are the rules, except that
 the ``pretrain`` rule's imported Table 1 baselines take ``import_weights`` (no GPU, no time).
-Multi-node entries (``nodes`` > 1) get ``mpi: srun`` and one task per node, so the rule's shell
-starts one torchrun per node.
+
+``gpu``, ``cpus_per_gpu`` and ``mem_mb`` are **per node**, as sbatch's ``--mem`` is: the paper's
+"2 nodes x 8 GPUs" is ``nodes: 2, gpu: 8``. One node: ``gpu`` becomes the plugin's ``gpu``
+(``sbatch --gpus=N``). Several nodes: it becomes ``gres: gpu[:model]:N`` (``sbatch
+--gres=gpu:N``, per node; ``--gpus`` would be the job's total, which SLURM may spread unevenly),
+with ``mpi: srun`` and one task per node, so the rule's shell starts one launcher per node
+(:func:`launcher`).
 """
 
 from __future__ import annotations
@@ -71,7 +76,18 @@ class ScaleResources:
             raise ConfigError(f"scales.{self.scale}.resources: unknown key(s) {sorted(unknown)}")
         if merged["gpu"]:
             merged["cpus_per_task"] = 0  # per-GPU CPUs instead (slurm: --cpus-per-gpu)
+        elif merged["gpu_model"]:
+            merged["gpu_model"] = ""  # a model without GPUs would make the plugin ask for one
         if int(merged["nodes"]) > 1:
+            if merged["gres"] and merged["gpu"]:
+                raise ConfigError(
+                    f"scales.{self.scale}.resources.{kind}: give the GPUs per node as gpu "
+                    f"(not also gres={merged['gres']!r})"
+                )
+            if merged["gpu"]:  # per node: --gres=gpu[:model]:N
+                model = f"{merged['gpu_model']}:" if merged["gpu_model"] else ""
+                merged["gres"] = f"gpu:{model}{int(merged['gpu'])}"
+                merged["gpu"], merged["gpu_model"] = 0, ""
             merged["mpi"] = merged["mpi"] or "srun"
             merged["tasks"] = int(merged["nodes"])
         return merged
@@ -88,6 +104,10 @@ def effective(res: dict) -> dict:
     if int(res.get("nodes", 1)) > 1:
         out["nodes"] = res["nodes"]
         out["tasks_per_gpu"] = 0  # else the slurm plugin turns tasks into --ntasks-per-gpu
+    elif int(res.get("gpu", 0)) > 1:
+        # --gpus is the job's total: without --nodes=1 SLURM may spread it over nodes, and
+        # torchrun --standalone then sees only the first node's share (seen in the rehearsal)
+        out["nodes"] = 1
     return out
 
 
@@ -123,18 +143,34 @@ def gres_count(gres: str) -> int:
     return int(last) if last.isdigit() else 1
 
 
+def gpus_per_node(res: dict) -> int:
+    return int(res["gpu"]) or gres_count(res["gres"])
+
+
+def device(res: dict, gpu_device: str = "cuda") -> str:
+    """The ``--device`` of a job: ``gpu_device`` (cuda; cpu where the GPUs are fake, as in the
+    rehearsal) when it asks for GPUs, else cpu. Never ``auto``: a job that asked for a GPU must
+    not train on the CPU because the node's driver does not fit the torch wheel."""
+    return gpu_device if gpus_per_node(res) else "cpu"
+
+
 def launcher(res: dict) -> str:
-    """How to start a (possibly distributed) trainer for these resources."""
-    gpus = int(res["gpu"]) or gres_count(res["gres"])
-    if int(res["nodes"]) > 1:
-        per_node = gres_count(res["gres"]) or max(1, gpus // int(res["nodes"]))
-        # One torchrun per node (srun starts one task per node); rendezvous on the first node.
+    """How to start a trainer for these resources: ``python`` (one process), ``python -m
+    vcr.launch`` (torchrun on one node) or ``srun ... python -m vcr.launch`` (one launcher per
+    node inside the job step; everything about the allocation is read there, see vcr.launch).
+    On CPU (rehearsal) each "GPU" is one gloo process: the same command lines."""
+    per_node, nodes = gpus_per_node(res), int(res["nodes"])
+    if nodes > 1:
+        # The rule's shell has lost the allocation's SLURM_* variables (slurm-jobstep plugin):
+        # srun gets the whole layout explicitly. --kill-on-bad-exit: a failed node ends the
+        # others at once instead of leaving them in a collective.
+        cpus = int(res["cpus_per_gpu"]) * max(1, per_node) or int(res["cpus_per_task"])
         return (
-            f"{res['mpi']} torchrun --nnodes={res['nodes']} --nproc_per_node={per_node} "
-            "--rdzv_backend=c10d --rdzv_id=$SLURM_JOB_ID "
-            '--rdzv_endpoint="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)'
-            ':29500"'
+            f"{res['mpi']} --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1"
+            + (f" --cpus-per-task={cpus}" if cpus else "")
+            + f" --mem=0 --kill-on-bad-exit=1 python -m vcr.launch --nnodes {nodes}"
+            f" --nproc-per-node {max(1, per_node)}"
         )
-    if gpus > 1:
-        return f"torchrun --standalone --nproc_per_node={gpus}"
+    if per_node > 1:
+        return f"python -m vcr.launch --nproc-per-node {per_node}"
     return "python"

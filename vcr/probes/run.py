@@ -24,6 +24,7 @@ COMMON_SETTINGS = {
     # shorter side before the centre crop at evaluation; -1: the protocol's (EVAL_RESIZE), 0:
     # the crop itself. Images below 64 px are always used at their native size.
     "eval_resize": -1,
+    "fast_array_loader": True,  # in-memory arrays skip the DataLoader (false: workers too)
 }
 # "Resize 256, centre crop 224" where the protocol's source says so: the VISSL/VICReg
 # Places205 and iNat18 linear probes and the SimCLR/VICReg 1% fine-tuning (PAPER_PROTOCOLS §5).

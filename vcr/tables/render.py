@@ -34,7 +34,7 @@ from pathlib import Path
 
 from vcr import io
 from vcr.errors import ConfigError
-from vcr.names import SELECTION_RULES
+from vcr.names import SCALES, SELECTION_RULES
 from vcr.records import RunSpec
 from vcr.select import Selection, select, select_row
 from vcr.tables.paper import column_meta, load_paper_numbers, paper_value, table_meta
@@ -42,7 +42,6 @@ from vcr.tables.paper import column_meta, load_paper_numbers, paper_value, table
 NOT_RUN = "not run"
 _REASON = {"not in plan": "not in this scale's plan", "no records": "no records"}
 NO_STD = "–"  # n = 1: no spread to show (see vcr.select)
-SCALES = ("mini", "cifar", "paper")
 CSV_COLUMNS = (
     "table", "row", "column", "row_label", "column_label", "status", "paper", "mean", "std", "n",
     "diff", "unit", "scale", "eval_dataset", "metric", "protocol", "alpha", "beta", "lr",
