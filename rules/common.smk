@@ -109,6 +109,28 @@ def table_records(wildcards):
     return PLAN.tables[wildcards.table].records
 
 
+@store_parameters
+def table_finals(wildcards):
+    """The final.json of every run of the table (its log.jsonl is then complete)."""
+    return [f"{PLAN.run_dir(run)}/final.json" for run in PLAN.tables[wildcards.table].runs]
+
+
+def report_item(kind, path):
+    """A table's report picture or page, in the report's Tables category beside the table."""
+    return report(
+        path,
+        caption="../report/table_figures.rst",
+        category="Tables",
+        labels={"table": "{table}", "format": kind},
+    )
+
+
+def report_claims(path):
+    """The claims ledger (results/claims.md) as a report item: wrap the claims rule's output
+    in it (``output: report_claims(f"{PLAN.results}/claims.md")``) and the report shows it."""
+    return report(path, caption="../report/claims.rst", category="Claims")
+
+
 # Snakemake evaluates every declared resource of every job through Resource.evaluate and reads
 # that method's parameters each time (inspect.signature of a bound method: 65k calls, about a
 # second, on the 4k-job paper dry run). Its parameters never change: store them once. Should a

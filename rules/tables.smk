@@ -16,6 +16,7 @@
 #   table6  prepare_data (ImageNet, 6 transfer sets) -> pretrain (ConvNeXt-Atto, VCR1-4) -> probe
 #           (lbfgs) -> table_spec -> render_table
 #   figure2 two_moons (6 methods) -> plot_figure2
+# Every table also gets report_figures (its heatmap, curves and page for `snakemake --report`).
 
 
 localrules:
@@ -68,6 +69,36 @@ rule render_table:
     shell:
         "python workflow_scripts/render_table.py --spec {input.spec} --records {input.records}"
         " --out-prefix {params.prefix} > {log} 2>&1"
+
+
+# The report's view of a table: one job draws its heatmap and curves and writes its page
+# (vcr.report). It reads the same records as render_table, plus the runs' log.jsonl (final.json
+# as the input: the log is complete once the run is).
+rule report_figures:
+    input:
+        spec=f"{WORK}/tables/{{table}}.json",
+        records=table_records,
+        finals=table_finals,
+        code=vcr_plan.REPORT_CODE,
+    output:
+        page=report_item("page", f"{PLAN.results}/report/{{table}}.html"),
+        heatmap=report_item("heatmap", f"{PLAN.results}/report/{{table}}_heatmap.png"),
+        curves=report_item("curves", f"{PLAN.results}/report/{{table}}_curves.png"),
+    benchmark:
+        f"{WORK}/benchmarks/report_figures/{{table}}.tsv"
+    log:
+        f"{WORK}/logs/report_figures/{{table}}.log",
+    params:
+        prefix=lambda wc: f"{PLAN.results}/report/{wc.table}",
+        runs=f"{WORK}/runs",
+    threads: 1
+    conda:
+        "../envs/vcr.yaml"
+    resources:
+        **job_resources("report_figures"),
+    shell:
+        "python workflow_scripts/report_figures.py --spec {input.spec} --records {input.records}"
+        " --runs-root {params.runs} --out-prefix {params.prefix} > {log} 2>&1"
 
 
 rule plot_figure2:

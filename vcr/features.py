@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 
@@ -30,6 +31,7 @@ import torch
 from vcr import io
 from vcr.cli import resolve_device
 from vcr.errors import ConfigError
+from vcr.runlog import TaskProgress
 
 CACHE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
@@ -124,6 +126,8 @@ def extract_features(
     else:
         batches = _loader_batches(dataset, batch_size, num_workers)
     feats, labels = [], []
+    where = f" -> {Path(cache).parent.name}/{Path(cache).name}" if cache is not None else ""
+    progress = TaskProgress(f"features{where}", math.ceil(n / batch_size), unit="batch")
     for x, y in batches:
         f = backbone(x.to(dev, non_blocking=True))
         if f.ndim != 2:
@@ -133,6 +137,8 @@ def extract_features(
             )
         feats.append(f.float().cpu())
         labels.append(y.long().reshape(-1))
+        progress.update()
+    progress.close()
     backbone.train(was_training)
     X = torch.cat(feats) if feats else torch.zeros(0, 0)
     y = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)

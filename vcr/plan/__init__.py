@@ -27,11 +27,13 @@ RENDER_CODE = (
     "vcr/tables/paper.py",
 )
 FIGURE_CODE = ("workflow_scripts/figure2.py", "vcr/figures.py")
+REPORT_CODE = ("workflow_scripts/report_figures.py", "vcr/report.py", *RENDER_CODE[1:])
 
 __all__ = [
     "FIGURES",
     "FIGURE_CODE",
     "RENDER_CODE",
+    "REPORT_CODE",
     "SCALES",
     "TABLES",
     "TARGETS",

@@ -1,5 +1,7 @@
-"""``python -m vcr.plan [--scale S] [--check-results]``: the plan's job counts as JSON, or the
-check of a finished run's tables and figure (exit 1 and a list of problems when incomplete)."""
+"""``python -m vcr.plan [--scale S] [--check-results | --budget | --status]``: the plan's job
+counts as JSON; the check of a finished run's tables and figure (exit 1 and a list of problems
+when incomplete); the cost before launch (``vcr.plan.budget``); or where a run stands, read
+from the work folder only (``vcr.plan.status``)."""
 
 from __future__ import annotations
 
@@ -19,11 +21,28 @@ def main(argv=None) -> int:
     ap.add_argument("--scale", default=None, choices=SCALES)
     ap.add_argument("--check-results", action="store_true")
     ap.add_argument("--targets", nargs="*", default=list(TARGETS), choices=TARGETS)
+    ap.add_argument("--budget", action="store_true", help="jobs, GPU-hours, wall-clock hours")
+    ap.add_argument("--gpus", type=int, default=None, help="cluster GPUs (budget, status ETA)")
+    ap.add_argument("--cpus", type=int, default=None, help="cluster CPU cores (budget)")
+    ap.add_argument(
+        "--derive-figures", action="store_true", help="with --budget: measured figures as YAML"
+    )
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
     for extra in args.configfile:
         cfg = deep_update(cfg, load_config(extra))
     plan = build_plan(validate_config(cfg), args.scale)
+    if args.budget:
+        from vcr.plan import budget
+
+        if args.derive_figures:
+            import yaml
+
+            print(yaml.safe_dump(budget.derive_figures(plan), sort_keys=False, width=1000))
+            return 0
+        b = budget.make_budget(plan, args.targets, gpus=args.gpus, cpus=args.cpus)
+        print(budget.format_budget(b))
+        return 0
     if args.check_results:
         problems = check_results(plan, args.targets)
         for p in problems:
