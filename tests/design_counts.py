@@ -81,6 +81,7 @@ def expected_jobs(scale: str, config: dict | None = None, design: dict | None = 
         rule = {"classifier": "classifier_metric", "collapse": "collapse"}
         counts = {"pretrain": len(runs), "prepare_data": len(data), "table_spec": 1}
         counts["render_table"] = 1
+        counts["report_figures"] = 1
         for _, proto, _ in evals:
             r = rule.get(proto, "probe")
             counts[r] = counts.get(r, 0) + 1
@@ -91,5 +92,5 @@ def expected_jobs(scale: str, config: dict | None = None, design: dict | None = 
     methods = sc.get("two_moons", {}).get("methods", design["figure2"]["methods"])
     out["figure2"] = {"plot_figure2": 1, "two_moons": len(methods)}
     n_tables = len(design["tables"])
-    out["all"] = len(all_runs) + len(all_evals) + len(all_data) + 2 * n_tables + len(methods) + 2
+    out["all"] = len(all_runs) + len(all_evals) + len(all_data) + 3 * n_tables + len(methods) + 2
     return out

@@ -138,12 +138,11 @@ def draw_heatmaps(spec, records, cells, path, numbers=None) -> int:
         for ax in axes.flat:
             ax.axis("off")
         axes[0][0].text(0.5, 0.5, "no VCR row with records", ha="center", va="center")
-    fig.suptitle(
+    _title(
+        fig,
         f"Table {spec['table'].removeprefix('table')} ({spec.get('scale')}): mean validation "
         "metric over seeds per (α, β), best lr; red = the cell the table reports",
-        fontsize=9,
     )
-    fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
     return drawn
@@ -194,7 +193,7 @@ def _settings_runs(spec, records, row, cells, runs_root):
         )
         lr_text = fmt_float(lr) if lr else "recipe"
         vcr = f" α={fmt_float(a)} β={fmt_float(b)}" if _is_vcr(row) else ""
-        label = f"{row.get('label', row['key'])}{vcr} lr={lr_text} ({len(dirs)} runs, {n} cells)"
+        label = f"{row.get('label', row['key'])}{vcr} lr={lr_text} ({len(dirs)} runs, chosen in {n} cell{'s' if n > 1 else ''})"
         out.append((label, dirs))
     return out
 
@@ -205,6 +204,7 @@ def draw_curves(spec, records, cells, runs_root, path) -> int:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     rows = [r for r in spec["rows"] if _is_vcr(r)] or spec["rows"]
     fig, axes = plt.subplots(
@@ -226,6 +226,7 @@ def draw_curves(spec, records, cells, runs_root, path) -> int:
                     ax.plot(eps, ys, marker="o", ms=3, label=label, **style)
                     drawn += 1
             ax.set_xlabel("epoch", fontsize=8)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel("train loss (epoch mean)" if key == "loss" else "val top-1", fontsize=8)
             ax.set_title(f"{row.get('label', row['key'])}: {key}", fontsize=9)
             ax.tick_params(labelsize=7)
@@ -234,15 +235,26 @@ def draw_curves(spec, records, cells, runs_root, path) -> int:
             else:
                 ax.text(0.5, 0.5, f"no {key} in the runs' log.jsonl", ha="center", va="center",
                         transform=ax.transAxes, fontsize=8)  # fmt: skip
-    fig.suptitle(
+    _title(
+        fig,
         f"Table {spec['table'].removeprefix('table')} ({spec.get('scale')}): the chosen runs "
         "(mean over seeds) against the baseline (grey, dashed)",
-        fontsize=9,
     )
-    fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
     return drawn
+
+
+def _title(fig, text: str) -> None:
+    """A suptitle wrapped to the figure's width, and a layout that leaves room for it."""
+    import textwrap
+
+    width = max(30, int(fig.get_figwidth() * 13))
+    lines = textwrap.wrap(text, width)
+    fig.suptitle("\n".join(lines), fontsize=9)
+    top = 1 - (0.17 * len(lines) + 0.1) / fig.get_figheight()  # 9 pt lines are ~0.17 in
+    fig.tight_layout()
+    fig.subplots_adjust(top=min(top, fig.subplotpars.top))
 
 
 def _save(fig, path) -> None:
@@ -305,3 +317,55 @@ def write_table_report(spec, records, runs_root, out_prefix, *, claims=None, num
     page = prefix.with_name(f"{prefix.name}.html")
     io.write_text(page, page_html(spec, cells, paths, claims, numbers))
     return {**paths, "page": page}
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking a built Snakemake report (CI, after the mini run)
+# ---------------------------------------------------------------------------------------------
+def report_items(report_html) -> dict[str, dict]:
+    """The results a Snakemake report embeds (its ``var results = {...}`` object), by name."""
+    text = Path(report_html).read_text(encoding="utf-8")
+    marker = "var results = "
+    start = text.index(marker, text.index('<script id="results">')) + len(marker)
+    obj, _ = json.JSONDecoder().raw_decode(text[start:])
+    return obj
+
+
+def check_report(report_html, tables) -> list[str]:
+    """Problems with a built report: every table needs its page (HTML) and heatmap and curves
+    (PNG images with data) among the report's results."""
+    items = report_items(report_html)
+    by_file = {Path(v.get("filename", k)).name: v for k, v in items.items()}
+    problems = []
+    for table in tables:
+        for name, mime in [(f"{table}.html", "text/html")] + [
+            (f"{table}_{kind}.png", "image/png") for kind in REPORT_FIGURES
+        ]:
+            item = by_file.get(name)
+            if item is None:
+                problems.append(f"{report_html}: no {name} among the report's results")
+            elif item.get("mime_type") != mime or len(item.get("data_uri", "")) < 200:
+                problems.append(f"{report_html}: {name} is not a {mime} with data")
+    return problems
+
+
+def main(argv=None) -> int:
+    """``python -m vcr.report --check results/report.html [--tables table1 ...]``."""
+    import argparse
+
+    from vcr.names import TABLES
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--check", required=True, help="a report built by snakemake --report")
+    ap.add_argument("--tables", nargs="*", default=list(TABLES))
+    args = ap.parse_args(argv)
+    problems = check_report(args.check, args.tables)
+    for p in problems:
+        print("PROBLEM:", p)
+    n = len(report_items(args.check))
+    print(f"{args.check}: {n} results, {len(problems)} problem(s) with the tables' pictures")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -27,6 +27,14 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--derive-figures", action="store_true", help="with --budget: measured figures as YAML"
     )
+    ap.add_argument("--status", action="store_true", help="where a run stands (work folder)")
+    ap.add_argument("--slurm", action="store_true", help="with --status: add squeue's states")
+    ap.add_argument(
+        "--active-minutes",
+        type=float,
+        default=30.0,
+        help="with --status: a started job written to within this many minutes is running",
+    )
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
     for extra in args.configfile:
@@ -42,6 +50,19 @@ def main(argv=None) -> int:
             return 0
         b = budget.make_budget(plan, args.targets, gpus=args.gpus, cpus=args.cpus)
         print(budget.format_budget(b))
+        return 0
+    if args.status:
+        from vcr.plan import status
+
+        st = status.make_status(
+            plan,
+            args.targets,
+            active_minutes=args.active_minutes,
+            slurm=args.slurm,
+            gpus=args.gpus,
+            cpus=args.cpus,
+        )
+        print(status.format_status(st))
         return 0
     if args.check_results:
         problems = check_results(plan, args.targets)

@@ -321,9 +321,7 @@ def simulate(jobs: dict[str, JobCost], ids, *, gpus: int, cpus: int) -> float:
             if d in ids:
                 children[d].append(j)
                 waiting[j] += 1
-    chain: dict[str, float] = {}
-    for j in sorted(ids, key=lambda j: _depth(jobs, j, ids), reverse=True):
-        chain[j] = jobs[j].seconds + max((chain[c] for c in children[j]), default=0.0)
+    chain = _chains(jobs, ids, children)
     ready = [(-chain[j], j) for j in ids if waiting[j] == 0]
     heapq.heapify(ready)
     running: list[tuple[float, str]] = []
@@ -354,14 +352,21 @@ def simulate(jobs: dict[str, JobCost], ids, *, gpus: int, cpus: int) -> float:
     return now
 
 
-_DEPTH = {"prepare_data": 0, "pretrain": 1, "two_moons": 1, "table_spec": 0}
-
-
-def _depth(jobs, j, ids) -> int:
-    """Stage order of a job (children are computed before parents in the chain pass)."""
-    return {"probe": 2, "collapse": 2, "classifier_metric": 2}.get(
-        jobs[j].rule, _DEPTH.get(jobs[j].rule, 3)
-    )
+def _chains(jobs, ids, children) -> dict[str, float]:
+    """Each job's longest chain to the end (its seconds + its slowest child's chain)."""
+    chain: dict[str, float] = {}
+    for root in ids:
+        stack = [(root, False)]
+        while stack:
+            j, expanded = stack.pop()
+            if j in chain:
+                continue
+            if expanded:
+                chain[j] = jobs[j].seconds + max((chain[c] for c in children[j]), default=0.0)
+                continue
+            stack.append((j, True))
+            stack.extend((c, False) for c in children[j] if c not in chain)
+    return chain
 
 
 # ---------------------------------------------------------------------------------------------
