@@ -7,7 +7,9 @@
 #           asserted (tests/test_pipeline_dryrun.py), `snakemake --lint`, and the timed paper
 #           dry run through the slurm profile.
 #   mini    the whole mini pipeline from scratch (`snakemake --cores 2`, the README's main job),
-#           then every table and Fig. 2 checked for content (no planned cell may be missing).
+#           then every table and Fig. 2 checked for content (no planned cell may be missing),
+#           the budget held to the run's benchmark files (25 %), --status, and the report
+#           built and checked for every table's page, heatmap and curves.
 #   slurm   a real one-node SLURM (.ci/slurm_up.sh), a small mini-scale target run through
 #           `snakemake --profile slurm`, the jobs checked to have gone through sbatch and
 #           completed, then .ci/slurm_down.sh. Needs root and apt (Debian/Ubuntu).
@@ -44,7 +46,7 @@ run_dryrun() {
 run_mini() {
     say "mini pipeline from scratch: snakemake --cores 2"
     rm -rf work/mini results/tables/table?.* results/tables/figure2_margins.csv \
-        results/figures/figure2.png
+        results/figures/figure2.png results/report results/report.html
     local t0 t1
     t0=$(date +%s)
     snakemake --cores 2 >"$log_dir/mini.log" 2>&1 || {
@@ -54,6 +56,14 @@ run_mini() {
     t1=$(date +%s)
     echo "mini pipeline: $((t1 - t0)) s wall ($(grep -c '^Finished jobid' "$log_dir/mini.log") jobs)"
     python -m vcr.plan --check-results
+    say "mini budget against the run's benchmark files (within 25 %), status, the report"
+    python -m vcr.plan --budget --max-error 0.25 | tail -n 1
+    python -m vcr.plan --status | head -n 12
+    snakemake --report results/report.html >"$log_dir/report.log" 2>&1 || {
+        tail -n 20 "$log_dir/report.log"
+        return 1
+    }
+    python -m vcr.report --check results/report.html
 }
 
 run_slurm() {
@@ -104,6 +114,7 @@ YAML
         [[ -z $state || $state == JobState=COMPLETED ]] || return 1
     done
     python -m vcr.plan --configfile "$cfg" --check-results --targets figure2
+    python -m vcr.plan --configfile "$cfg" --status --slurm --targets figure2 | head -n 6
 }
 
 for part in "${parts[@]}"; do

@@ -27,6 +27,13 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--derive-figures", action="store_true", help="with --budget: measured figures as YAML"
     )
+    ap.add_argument(
+        "--max-error",
+        type=float,
+        default=None,
+        help="with --budget: exit 1 unless the estimate of the measured jobs is within this "
+        "fraction of their benchmark files (e.g. 0.25)",
+    )
     ap.add_argument("--status", action="store_true", help="where a run stands (work folder)")
     ap.add_argument("--slurm", action="store_true", help="with --status: add squeue's states")
     ap.add_argument(
@@ -50,6 +57,10 @@ def main(argv=None) -> int:
             return 0
         b = budget.make_budget(plan, args.targets, gpus=args.gpus, cpus=args.cpus)
         print(budget.format_budget(b))
+        if args.max_error is not None:
+            problem = budget.check_estimate(b, args.max_error)
+            print(problem or f"estimate within {args.max_error:.0%} of the benchmark files")
+            return 1 if problem else 0
         return 0
     if args.status:
         from vcr.plan import status

@@ -463,6 +463,22 @@ def make_budget(plan, targets=TARGETS, *, gpus=None, cpus=None, figures=None) ->
     return Budget(plan.scale, gpus, cpus, rows, row("total", every), fig, jobs, unknown)
 
 
+def check_estimate(b: Budget, max_error: float) -> str:
+    """'' when the total estimate of the measured jobs is within ``max_error`` (a fraction) of
+    their measured cost, else the problem."""
+    t = b.total
+    measured = t.measured_gpu_h + t.measured_cpu_h
+    if not t.measured_jobs or measured <= 0:
+        return f"no benchmark files under work/{b.scale}/benchmarks to compare with"
+    ratio = t.estimate_of_measured_h / measured
+    if not math.isfinite(ratio) or abs(ratio - 1) > max_error:
+        return (
+            f"estimate {t.estimate_of_measured_h:.4g} h vs measured {measured:.4g} h over "
+            f"{t.measured_jobs} jobs: ratio {ratio:.2f}, outside 1 +- {max_error}"
+        )
+    return ""
+
+
 def _h(x: float) -> str:
     if math.isnan(x):
         return "?"
