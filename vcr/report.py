@@ -209,7 +209,7 @@ def draw_curves(spec, records, cells, runs_root, path) -> int:
     rows = [r for r in spec["rows"] if _is_vcr(r)] or spec["rows"]
     fig, axes = plt.subplots(
         len(rows), len(CURVE_KEYS), figsize=(5.5 * len(CURVE_KEYS), 2.8 * len(rows) + 0.6),
-        squeeze=False,
+        squeeze=False, sharex=True,
     )  # fmt: skip
     drawn = 0
     for i, row in enumerate(rows):

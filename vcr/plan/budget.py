@@ -81,18 +81,18 @@ class Figures:
         self.used: dict[str, Figure] = {}
         self.missing: set[str] = set()
 
-    def get(self, group: str, *keys: str) -> float | None:
-        """The first of ``group.<key>`` (or the single figure ``group``) that exists."""
+    def get(self, group: str, *keys: str, missing_ok: bool = False) -> float | None:
+        """The first of ``group.<key>`` (or the single figure ``group``) that exists; None if
+        none does (recorded in ``missing`` unless ``missing_ok``: a figure that may be folded
+        into another)."""
         entries = self.figures.get(group)
-        if entries is None:
-            self.missing.add(f"{group}.{keys[-1]}" if keys else group)
-            return None
-        if "value" in entries:
+        if entries is not None and "value" in entries:
             return self._use(group, entries)
         for key in keys:
-            if key in entries:
+            if entries is not None and key in entries:
                 return self._use(f"{group}.{key}", entries[key])
-        self.missing.add(f"{group}.{keys[-1]}" if keys else group)
+        if not missing_ok:
+            self.missing.add(f"{group}.{keys[-1]}" if keys else group)
         return None
 
     def _use(self, name: str, entry: dict) -> float:
@@ -150,11 +150,14 @@ def _images(fig: Figures, dataset: str, *splits: str) -> int:
     return sum(int(sizes[s]) for s in splits)
 
 
-def _rate_time(images: float, rate: float | None, devices: int) -> float:
+def _rate_time(images: float, rate: float | None, devices: int, *, folded=False) -> float:
+    """Seconds for ``images`` at ``rate`` per device; a missing rate is unknown (nan), or 0 when
+    the figures fold that work into a per-job figure (``folded``: feature extraction and
+    fine-tuning epochs in ``probe_s``/``collapse_s`` where no rate is given, as at mini)."""
     if not images:
         return 0.0
     if rate is None or rate <= 0:
-        return math.nan
+        return 0.0 if folded else math.nan
     return images / (rate * max(1, devices))
 
 
@@ -210,12 +213,12 @@ def job_costs(plan, fig: Figures) -> dict[str, JobCost]:
             secs = job_s("classifier_metric")
             jobs[jid] = JobCost(jid, "classifier_metric", secs, g, c, deps[:1], "", ev.outputs)
             continue
-        infer = fig.get("infer_images_per_s", spec.arch)
+        infer = fig.get("infer_images_per_s", spec.arch, missing_ok=True)
         if ev.kind == "collapse":
             jid = f"{bench}/collapse/{ev.run}.tsv"
             g, c = units(plan.resources.merged("collapse"))
             ds = ev.datasets[0][0]
-            secs = start + _rate_time(_images(fig, ds, "train"), infer, g or c)
+            secs = start + _rate_time(_images(fig, ds, "train"), infer, g or c, folded=True)
             secs += fig.get("collapse_s") or 0.0
             jobs[jid] = JobCost(jid, "collapse", secs, g, c, deps, "", ev.outputs)
             continue
@@ -226,12 +229,14 @@ def job_costs(plan, fig: Figures) -> dict[str, JobCost]:
         secs = start
         for d, _ in ev.datasets:
             if infer is not None:
-                secs += _rate_time(_images(fig, d, "train", "val", "test"), infer, g or c)
+                images = _images(fig, d, "train", "val", "test")
+                secs += _rate_time(images, infer, g or c, folded=True)
             secs += math.nan if per_ds is None else per_ds
             if ev.protocol == "finetune":
                 epochs = int(_sets(ev.overrides).get("epochs", FINETUNE_EPOCHS))
-                rate = fig.get("finetune_images_per_s")
-                secs += _rate_time(epochs * _images(fig, d, "train"), rate, g or c)
+                rate = fig.get("finetune_images_per_s", missing_ok=True)
+                images = epochs * _images(fig, d, "train")
+                secs += _rate_time(images, rate, g or c, folded=True)
         note = f"{len(ev.datasets)} dataset(s)"
         jobs[jid] = JobCost(jid, "probe", secs, g, c, deps, note, ev.outputs)
     for method in plan.two_moons:
@@ -390,9 +395,38 @@ def read_benchmark(path) -> dict[str, float] | None:
     return out
 
 
+# Snakemake's benchmark sampler (snakemake.benchmark): one sample every 0.5 s for the first 31
+# ticks, then one every 30 s, none at the end; cpu_time is the CPU time seen at the last sample.
+SAMPLE_SHORT_S, SAMPLE_SHORT_N, SAMPLE_LONG_S = 0.5, 31, 30.0
+
+
+def last_sample_s(wall_s: float) -> float:
+    """When the benchmark sampler last looked at a job that ran ``wall_s`` seconds."""
+    short_end = SAMPLE_SHORT_S * SAMPLE_SHORT_N
+    if wall_s <= short_end:
+        return math.floor(wall_s / SAMPLE_SHORT_S) * SAMPLE_SHORT_S
+    return short_end + math.floor((wall_s - short_end) / SAMPLE_LONG_S) * SAMPLE_LONG_S
+
+
+def job_cpu_s(b: dict[str, float], cpus: int) -> float:
+    """A job's CPU seconds from its benchmark record: ``cpu_time`` extrapolated from the last
+    sample to the end at the same CPU share (the sampler misses up to 30 s of a long job), or
+    wall x cores when no CPU time was collected."""
+    wall, cpu = b["s"], b["cpu_time"]
+    if not math.isfinite(cpu):
+        return wall * cpu_count(cpus)
+    seen = last_sample_s(wall)
+    return cpu * wall / seen if seen > 0 else cpu
+
+
+def cpu_count(cpus: int) -> int:
+    return max(1, int(cpus))
+
+
 def measured_costs(jobs: dict[str, JobCost]) -> dict[str, dict[str, float]]:
     """Per job with a benchmark file: ``{"s", "cpu_time", "gpu_s", "cpu_s"}``. A GPU job's
-    GPU-seconds are its wall seconds x GPUs; a CPU job's CPU-seconds are ``cpu_time``."""
+    GPU-seconds are its wall seconds x GPUs; a CPU job's CPU-seconds are :func:`job_cpu_s`
+    (CPU time, not wall: other work on a shared machine does not inflate it)."""
     out = {}
     for jid, job in jobs.items():
         if not jid.endswith(".tsv"):
@@ -400,8 +434,8 @@ def measured_costs(jobs: dict[str, JobCost]) -> dict[str, dict[str, float]]:
         b = read_benchmark(jid)
         if b is None:
             continue
-        cpu = b["cpu_time"] if math.isfinite(b["cpu_time"]) else b["s"] * job.cpus
-        out[jid] = {**b, "gpu_s": b["s"] * job.gpus, "cpu_s": 0.0 if job.gpus else cpu}
+        cpu = 0.0 if job.gpus else job_cpu_s(b, job.cpus)
+        out[jid] = {**b, "gpu_s": b["s"] * job.gpus, "cpu_s": cpu}
     return out
 
 
@@ -520,7 +554,7 @@ def format_budget(b: Budget) -> str:
         out += [
             "",
             "estimate / measured: the estimate of the measured jobs only (GPU-h + CPU-h) over "
-            "their benchmark files (GPU jobs: wall s x GPUs; CPU jobs: cpu_time).",
+            "their benchmark files (GPU jobs: wall s x GPUs; CPU jobs: cpu_time, extrapolated to the end).",
         ]
     if b.unknown:
         out += ["", f"{len(b.unknown)} job(s) have no estimate: missing figure(s) "
@@ -572,7 +606,10 @@ def derive_figures(plan, figures: Figures | None = None, start_s: float | None =
         )
     start = start_cpu_s() if start_s is None else float(start_s)
     when = time.strftime("%Y-%m-%d")
-    src = f"derived {when} from {len(measured)} benchmark files of {plan.work} (cpu_time)"
+    src = (
+        f"derived {when} by `python -m vcr.plan --budget --derive-figures` from "
+        f"{len(measured)} benchmark files of {plan.work} (cpu_time, extrapolated to the end)"
+    )
     groups: dict[str, dict[str, list[tuple[float, float]]]] = {}
 
     def add(group, key, work, cpu):
@@ -599,7 +636,9 @@ def derive_figures(plan, figures: Figures | None = None, start_s: float | None =
             key = "prepare_data" if job.rule == "prepare_data" else job.rule
             add("job_s", key, 1, cpu)
     out: dict[str, Any] = {
-        "start_s": _fig(start, f"CPU s of `python -c 'import vcr.train, vcr.probes'`, {when}")
+        "start_s": _fig(
+            start, f"CPU s (user + sys) of `python -c 'import vcr.train, vcr.probes'`, {when}"
+        )
     }
     for group, entries in groups.items():
         for key, pairs in sorted(entries.items()):
