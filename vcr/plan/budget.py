@@ -550,6 +550,15 @@ def format_budget(b: Budget) -> str:
             f"The paper's own total: {p['value']:,.0f} GPU-hours ({p['source']}); this plan: "
             f"{b.total.gpu_h:,.0f} GPU-hours = {b.total.gpu_h / p['value']:.2f} x the paper's.",
         ]
+    wf = b.figures.get("workflow_cpu_s_per_job", missing_ok=True)
+    if wf:
+        extra = wf * b.total.jobs / 3600
+        out += [
+            "",
+            f"Snakemake's own CPU on the submit host: {b.total.jobs} jobs x {wf:g} s = "
+            f"{_h(extra)} CPU-h; with the jobs' {_h(b.total.cpu_h)}: {_h(extra + b.total.cpu_h)} "
+            "CPU-h for the whole run.",
+        ]
     if has_measured:
         out += [
             "",
