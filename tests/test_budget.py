@@ -24,14 +24,21 @@ def config():
 
 @pytest.fixture(scope="module")
 def paper(config, tmp_path_factory):
-    plan = P.build_plan({**config, "work_root": str(tmp_path_factory.mktemp("w"))}, "paper")
+    plan = P.build_plan(
+        {**config, "work_root": str(tmp_path_factory.mktemp("w")), "results_root": "unused"},
+        "paper",
+    )
     return plan, B.make_budget(plan)
 
 
-def test_every_job_of_the_plan_has_an_estimate_at_every_scale(config, tmp_path):
+def test_every_job_of_the_plan_has_an_estimate_at_every_scale(config, tmp_path, paper):
     for scale in P.SCALES:
-        plan = P.build_plan({**config, "work_root": str(tmp_path)}, scale)
-        b = B.make_budget(plan)
+        if scale == "paper":
+            plan, b = paper
+        else:
+            roots = {"work_root": str(tmp_path), "results_root": str(tmp_path / "r")}
+            plan = P.build_plan({**config, **roots}, scale)
+            b = B.make_budget(plan)
         assert not b.unknown, (scale, b.unknown[:3], b.figures.missing)
         # the plan's own counts: every job of `all` but the `all` rule
         assert b.total.jobs == plan.total_jobs() - 1, scale
@@ -117,7 +124,9 @@ def test_simulate_schedules_a_dag_on_the_cluster():
 
 
 def test_measured_costs_come_from_benchmark_files(tmp_path, config):
-    plan = P.build_plan({**config, "work_root": str(tmp_path / "work")}, "mini")
+    plan = P.build_plan(
+        {**config, "work_root": str(tmp_path / "work"), "results_root": str(tmp_path / "r")}, "mini"
+    )
     b = B.make_budget(plan, ["table3"])
     assert b.total.measured_jobs == 0
     table3 = B.target_jobs(plan, b.jobs, "table3")

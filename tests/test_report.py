@@ -22,7 +22,9 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def table2(tmp_path):
     """The mini plan's Table 2 (a 2-point α/β sweep) with made-up records and epoch logs."""
     cfg = P.load_config(ROOT / "config.yaml")
-    plan = P.build_plan({**cfg, "work_root": str(tmp_path / "work")}, "mini")
+    plan = P.build_plan(
+        {**cfg, "work_root": str(tmp_path / "work"), "results_root": str(tmp_path / "r")}, "mini"
+    )
     tp = plan.tables["table2"]
     rng = random.Random(0)
     records = []

@@ -28,7 +28,8 @@ vcr.errors.ConfigError: checkpoint.pt was written with other recipe values (epoc
 @pytest.fixture()
 def mini(tmp_path):
     cfg = P.load_config(ROOT / "config.yaml")
-    return P.build_plan({**cfg, "work_root": str(tmp_path / "work")}, "mini")
+    roots = {"work_root": str(tmp_path / "work"), "results_root": str(tmp_path / "results")}
+    return P.build_plan({**cfg, **roots}, "mini")
 
 
 def _write(path, text=""):
@@ -113,7 +114,7 @@ def test_slurm_states_mark_queued_and_running(mini, monkeypatch):
 
 def test_cli_status_on_an_empty_work_folder(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"work_root: {tmp_path / 'work'}\n")
+    cfg.write_text(f"work_root: {tmp_path / 'work'}\nresults_root: {tmp_path / 'results'}\n")
     assert main(["--configfile", str(cfg), "--status", "--targets", "figure2"]) == 0
     out = capsys.readouterr().out
     assert "| figure2  | 7      | 0      | 0         | 0        | 0             | 7" in out
