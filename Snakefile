@@ -72,4 +72,4 @@ for _target in names.TARGETS:
         name:
             _target
         input:
-            PLAN.table_outputs(_target),
+            PLAN.target_files(_target),

@@ -7,7 +7,9 @@
 #           asserted (tests/test_pipeline_dryrun.py), `snakemake --lint`, and the timed paper
 #           dry run through the slurm profile.
 #   mini    the whole mini pipeline from scratch (`snakemake --cores 2`, the README's main job),
-#           then every table and Fig. 2 checked for content (no planned cell may be missing).
+#           then every table and Fig. 2 checked for content (no planned cell may be missing),
+#           the budget held to the run's benchmark files (25 %), --status, and the report
+#           built and checked for every table's page, heatmap and curves.
 #   study   a 2 x 2 slice of the eq. 2 / Algorithm 1 study (`snakemake study`: alpha {1.28,
 #           0.16} x beta {0.16, 0.01}, both conventions, both archs, 2 seeds, 2 epochs) through
 #           the same rules into work/study_ci/, then its outputs checked (--check-study).
@@ -55,7 +57,8 @@ run_dryrun() {
 run_mini() {
     say "mini pipeline from scratch: snakemake --cores 2"
     rm -rf work/mini results/tables/table?.* results/tables/figure2_margins.csv \
-        results/figures/figure2.png results/claims.md results/claims.csv
+        results/figures/figure2.png results/claims.md results/claims.csv results/report \
+        results/report.html
     local t0 t1
     t0=$(date +%s)
     snakemake --cores 2 >"$log_dir/mini.log" 2>&1 || {
@@ -65,6 +68,14 @@ run_mini() {
     t1=$(date +%s)
     echo "mini pipeline: $((t1 - t0)) s wall ($(grep -c '^Finished jobid' "$log_dir/mini.log") jobs)"
     python -m vcr.plan --check-results
+    say "mini budget against the run's benchmark files (within 25 %), status, the report"
+    python -m vcr.plan --budget --max-error 0.25 | tail -n 1
+    python -m vcr.plan --status | head -n 12
+    snakemake --report results/report.html >"$log_dir/report.log" 2>&1 || {
+        tail -n 20 "$log_dir/report.log"
+        return 1
+    }
+    python -m vcr.report --check results/report.html
 }
 
 run_study() {
@@ -141,6 +152,7 @@ YAML
         [[ -z $state || $state == JobState=COMPLETED ]] || return 1
     done
     python -m vcr.plan --configfile "$cfg" --check-results --targets figure2
+    python -m vcr.plan --configfile "$cfg" --status --slurm --targets figure2 | head -n 6
     .ci/slurm_down.sh # the rehearsal part brings up its own
     trap - EXIT
 }

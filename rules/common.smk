@@ -121,6 +121,27 @@ def table_records(wildcards):
     return PLAN.tables[wildcards.table].records
 
 
+@store_parameters
+def table_finals(wildcards):
+    """The final.json of every run of the table (its log.jsonl is then complete)."""
+    return [f"{PLAN.run_dir(run)}/final.json" for run in PLAN.tables[wildcards.table].runs]
+
+
+def report_item(kind, path):
+    """A table's report picture or page, in the report's Tables category beside the table."""
+    return report(
+        path,
+        caption="../report/table_figures.rst",
+        category="Tables",
+        labels={"table": "{table}", "format": kind},
+    )
+
+
+def report_claims(path):
+    """The claims ledger (results/claims.md) as a report item (the claims_ledger rule)."""
+    return report(path, caption="../report/claims.rst", category="Claims")
+
+
 # --- the study (rules/study.smk)
 @store_parameters
 def study_outputs(wildcards):

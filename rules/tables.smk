@@ -23,6 +23,8 @@
 # into results/tables/<table>.{md,tex,csv}, and under the other rule beside it, into
 # results/tables/<table>.<rule>.{md,tex,csv}: the per_cell rule lets every VCR cell pick its
 # own (alpha, beta, lr), per_row one per row.
+#
+# Every table also gets report_figures (its heatmap, curves and page for `snakemake --report`).
 
 
 localrules:
@@ -87,6 +89,36 @@ rule render_table:
         " > {log} 2>&1"
 
 
+# The report's view of a table: one job draws its heatmap and curves and writes its page
+# (vcr.report). It reads the same records as render_table, plus the runs' log.jsonl (final.json
+# as the input: the log is complete once the run is).
+rule report_figures:
+    input:
+        spec=f"{WORK}/tables/{{table}}.json",
+        records=table_records,
+        finals=table_finals,
+        code=vcr_plan.REPORT_CODE,
+    output:
+        page=report_item("page", f"{PLAN.results}/report/{{table}}.html"),
+        heatmap=report_item("heatmap", f"{PLAN.results}/report/{{table}}_heatmap.png"),
+        curves=report_item("curves", f"{PLAN.results}/report/{{table}}_curves.png"),
+    benchmark:
+        f"{WORK}/benchmarks/report_figures/{{table}}.tsv"
+    log:
+        f"{WORK}/logs/report_figures/{{table}}.log",
+    params:
+        prefix=lambda wc: f"{PLAN.results}/report/{wc.table}",
+        runs=f"{WORK}/runs",
+    threads: 1
+    conda:
+        "../envs/vcr.yaml"
+    resources:
+        **job_resources("report_figures"),
+    shell:
+        "python workflow_scripts/report_figures.py --spec {input.spec} --records {input.records}"
+        " --runs-root {params.runs} --out-prefix {params.prefix} > {log} 2>&1"
+
+
 rule plot_figure2:
     input:
         runs=list(PLAN.two_moons.values()),
@@ -122,9 +154,7 @@ rule claims_ledger:
         two_moons=list(PLAN.two_moons.values()),
         code=vcr_plan.CLAIMS_CODE,
     output:
-        md=report(
-            f"{PLAN.results}/claims.md", caption="../report/claims.rst", category="Claims"
-        ),
+        md=report_claims(f"{PLAN.results}/claims.md"),
         csv=f"{PLAN.results}/claims.csv",
     benchmark:
         f"{WORK}/benchmarks/claims.tsv"

@@ -88,6 +88,7 @@ def expected_jobs(scale: str, config: dict | None = None, design: dict | None = 
         rule = {"classifier": "classifier_metric", "collapse": "collapse"}
         counts = {"pretrain": len(runs), "prepare_data": len(data), "table_spec": 1}
         counts["render_table"] = 1
+        counts["report_figures"] = 1
         for _, proto, _ in evals:
             r = rule.get(proto, "probe")
             counts[r] = counts.get(r, 0) + 1
@@ -105,6 +106,6 @@ def expected_jobs(scale: str, config: dict | None = None, design: dict | None = 
         r = {"classifier": "classifier_metric", "collapse": "collapse"}.get(proto, "probe")
         rules[r] = rules.get(r, 0) + 1
     out["claims"] = {k: v for k, v in sorted(rules.items()) if v}
-    # + render_table per table, plot_figure2, claims, all
-    out["all"] = len(all_runs) + len(all_evals) + len(all_data) + 2 * n_tables + len(methods) + 3
+    # + render_table and report_figures per table, plot_figure2, claims, all
+    out["all"] = len(all_runs) + len(all_evals) + len(all_data) + 3 * n_tables + len(methods) + 3
     return out

@@ -575,6 +575,20 @@ def test_cli_end_to_end_on_mini_data(tmp_path, mini_manifest):
     assert 0 <= final["val_top1"] <= 1 and 0 <= final["test_top1"] <= 1
     log = read_log(out)
     assert log[0]["vcr/l_var"] >= 0 and json.loads((out / "run.json").read_text())["vcr_layers"]
+    # the same epoch entries as TensorBoard scalars (tensorboard --logdir work/mini/runs)
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(out))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert tags == {k for k, v in log[0].items() if k != "epoch" and isinstance(v, int | float)}
+    assert tags >= {
+        "loss", "task_loss", "train_top1", "val_top1", "lr", "lr_peak", "images_per_s",
+        "train_time_s", "step", "world_size", "batch_per_rank",
+        "vcr/l_var", "vcr/l_cov", "vcr/std_mean",
+    }  # fmt: skip
+    assert acc.Scalars("val_top1")[0].value == pytest.approx(log[0]["val_top1"])
 
 
 def test_init_weights_with_zero_epochs_only_saves_the_backbone(tmp_path):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 
@@ -31,6 +32,7 @@ import torch
 from vcr import io
 from vcr.cli import resolve_device
 from vcr.errors import ConfigError
+from vcr.runlog import TaskProgress
 
 CACHE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
@@ -129,6 +131,8 @@ def extract_features(
     X = torch.zeros(0, 0)
     y = torch.empty(n, dtype=torch.long)
     row, bad = 0, 0
+    where = f" -> {Path(cache).parent.name}/{Path(cache).name}" if cache is not None else ""
+    progress = TaskProgress(f"features{where}", math.ceil(n / batch_size), unit="batch")
     for xb, yb in batches:
         f = backbone(xb.to(dev, non_blocking=True))
         if f.ndim != 2:
@@ -146,6 +150,8 @@ def extract_features(
         X[row : row + len(f)] = f.float().cpu()
         y[row : row + len(f)] = yb.long().reshape(-1)
         row += len(f)
+        progress.update()
+    progress.close()
     backbone.train(was_training)
     if row != n:
         raise ValueError(f"the loader gave {row} of the dataset's {n} samples")

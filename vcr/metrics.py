@@ -28,6 +28,7 @@ import torch
 from vcr.cli import coerce, resolve_device, with_overrides
 from vcr.errors import ConfigError
 from vcr.records import run_params_and_final
+from vcr.runlog import TaskProgress
 
 
 def _f64(X) -> torch.Tensor:
@@ -216,6 +217,7 @@ def _mine(X, Z, c: MineConfig, device) -> dict[str, Any]:
     bs = min(int(c.batch_size), len(tr))
     trace = []
     t0 = time.perf_counter()
+    progress = TaskProgress("MINE", int(c.steps), unit="step")
     for step in range(int(c.steps)):
         idx = tr[torch.randint(len(tr), (bs,), generator=gen)]
         idx_m = tr[torch.randint(len(tr), (bs,), generator=gen)]  # z from the product of marginals
@@ -231,6 +233,8 @@ def _mine(X, Z, c: MineConfig, device) -> dict[str, Any]:
         if not math.isfinite(mi):
             raise FloatingPointError(f"MINE bound became {mi} at step {step} (lr={c.lr})")
         trace.append(mi)
+        progress.update(train_bits=mi / math.log(2))
+    progress.close()
     if n_eval:
         nats = _dv_bound(T, X[ev], Z[ev], gen, int(c.eval_shuffles))
     else:

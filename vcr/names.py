@@ -29,6 +29,8 @@ MEAN_PER_CLASS_DATASETS = ("aircraft", "pets", "flowers")
 TWO_MOONS_METHODS = ("none", "l2", "dropout", "batchnorm", "sd", "vcr")
 
 TABLES = ("table1", "table2", "table3", "table4", "table5", "table6")
+# The report's pictures of each table (vcr.report; rules/tables.smk report_figures), beside its page
+REPORT_FIGURES = ("heatmap", "curves")
 FIGURES = ("figure2",)
 LEDGERS = ("claims",)  # results/claims.md: every claim of the paper against our records
 TARGETS = TABLES + FIGURES + LEDGERS

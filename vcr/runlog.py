@@ -1,9 +1,12 @@
-"""What a run writes about itself: provenance (``run.json``), the per-epoch log (``log.jsonl``)
-and progress (a tqdm bar on a terminal, plain periodic lines in a log file)."""
+"""What a run writes about itself: provenance (``run.json``), the per-epoch log (``log.jsonl``,
+and the same entries as TensorBoard scalars beside it when ``tensorboard`` is installed) and
+progress (a tqdm bar on a terminal, plain periodic lines in a log file), for the trainer and for
+every other long loop (feature extraction, the L-BFGS path, MINE, the two-moons toy)."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -68,6 +71,55 @@ def log_event(run_dir: Path, text: str) -> None:
         fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
 
 
+class EpochLog:
+    """The per-epoch log of a run: each entry is one line of ``log.jsonl`` and, when
+    ``tensorboard`` is installed (the optional extra ``.[tensorboard]``), the same entry as
+    TensorBoard scalars in the run folder (``events.out.tfevents.*``), one curve per numeric key
+    with the epoch as step: ``tensorboard --logdir work/<scale>/runs`` then shows every run,
+    named by its folder. Without tensorboard only ``log.jsonl`` is written.
+
+    ``first_epoch``: the epoch this process starts at; on a resume TensorBoard is told to drop
+    the curves' points from that epoch on (``purge_step``), as ``truncate_log`` drops the lines.
+    """
+
+    def __init__(self, run_dir, *, first_epoch: int = 0, enabled: bool = True):
+        self.run_dir, self.enabled = Path(run_dir), enabled
+        self.writer = scalar_writer(self.run_dir, first_epoch) if enabled else None
+
+    def append(self, entry: dict) -> None:
+        if not self.enabled:
+            return
+        append_log(self.run_dir, entry)
+        if self.writer is not None:
+            step = int(entry["epoch"])
+            for key, value in scalars(entry).items():
+                self.writer.add_scalar(key, value, global_step=step)
+            self.writer.flush()  # a killed job keeps its curves up to the last epoch
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def scalars(entry: dict) -> dict[str, float]:
+    """The curves of one log entry: every numeric key except ``epoch`` (their x axis)."""
+    return {
+        k: float(v)
+        for k, v in entry.items()
+        if k != "epoch" and isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
+def scalar_writer(run_dir: Path, first_epoch: int = 0):
+    """A TensorBoard ``SummaryWriter`` on ``run_dir``, or None when tensorboard is missing."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # the optional extra is not installed: log.jsonl only
+        return None
+    return SummaryWriter(str(run_dir), purge_step=first_epoch or None, flush_secs=3600)
+
+
 def truncate_log(run_dir: Path, before_epoch: int) -> None:
     """On resume, drop log lines of epochs the checkpoint does not cover (written after it)."""
     path = Path(run_dir) / LOG
@@ -126,6 +178,61 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class TaskProgress:
+    """Progress of a long loop that is not the trainer's (feature extraction, the L-BFGS path,
+    MINE, the two-moons toy): a tqdm bar on a terminal, else a plain line every ``every``
+    seconds (and at the end) for the log file, with the rate and the remaining time.
+
+    ``update(n, **info)`` after each unit of work; ``info`` (e.g. ``val=0.81``) is shown.
+    """
+
+    def __init__(self, desc: str, total: int, *, unit: str = "it", every: float = 30.0):
+        self.desc, self.total, self.unit, self.every = desc, int(total), unit, float(every)
+        self.done, self.t0 = 0, time.perf_counter()
+        self.last = self.t0
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, desc=desc, unit=unit, leave=False)
+
+    def update(self, n: int = 1, **info) -> None:
+        self.done += n
+        if self.bar is not None:
+            if info:
+                self.bar.set_postfix({k: _short(v) for k, v in info.items()})
+            self.bar.update(n)
+            return
+        now = time.perf_counter()
+        if now - self.last >= self.every or self.done == self.total:
+            self.last = now
+            self.print(now, info)
+
+    def print(self, now: float, info: dict) -> None:
+        elapsed = now - self.t0
+        rate = self.done / elapsed if elapsed > 0 else math.inf
+        left = (self.total - self.done) / rate if rate > 0 else math.inf
+        extra = "".join(f" {k} {_short(v)}" for k, v in info.items())
+        print(
+            f"{self.desc}: {self.done}/{self.total} {self.unit} ({rate:.3g} {self.unit}/s, "
+            f"{elapsed:.0f} s, ~{left:.0f} s left){extra}",
+            flush=True,
+        )
+
+    def close(self, **info) -> None:
+        """End the bar; in a log, a last line when work was done since the last one (e.g. an
+        early stop before ``total``)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        elif self.done and (self.done < self.total or info):
+            self.print(time.perf_counter(), info)
+
+
+def _short(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def provenance(spec, recipe) -> dict:

@@ -54,8 +54,8 @@ from vcr.records import RunSpec
 from vcr.regularizer import vcr_penalty
 from vcr.runlog import (
     LOG,
+    EpochLog,
     Progress,
-    append_log,
     grad_ratio_summary,
     log_event,
     provenance,
@@ -629,7 +629,11 @@ def _train(ctx: RunContext, *, manifest, init_weights, data, model_factory, tran
     else:
         loss_fn = ssl_loss_fn(spec.method, recipe)
     evaluate_split = _split_evaluator(ctx, eval_loaders, num_classes)
-    with stop_on_signals(ctx.stop):
+    # log.jsonl and its TensorBoard scalars (when tensorboard is installed), main rank only
+    epoch_log = EpochLog(
+        ctx.run_dir, first_epoch=state.epoch, enabled=info.is_main and state.epoch < recipe.epochs
+    )
+    with stop_on_signals(ctx.stop), contextlib.closing(epoch_log):
         while state.epoch < recipe.epochs:
             sampler.set_epoch(state.epoch, state.step_in_epoch)
             logs = train_one_epoch(ctx, state, train_loader, loss_fn, vcr_on=bool(vcr_names))
@@ -650,8 +654,8 @@ def _train(ctx: RunContext, *, manifest, init_weights, data, model_factory, tran
                 entry["val_top1"] = evaluate_split(_eval_model(state, recipe), "val")["top1"]
             state.epoch += 1
             state.step_in_epoch = 0
+            epoch_log.append(entry)
             if info.is_main:
-                append_log(ctx.run_dir, entry)
                 rounded = {
                     k: (round(v, 5) if isinstance(v, float) else v) for k, v in entry.items()
                 }

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from vcr.errors import ConfigError
 from vcr.names import TWO_MOONS_METHODS
+from vcr.runlog import TaskProgress
 
 # GS baseline strengths (recipe keys set per method unless the user overrides them), one entry
 # per method of vcr.names.TWO_MOONS_METHODS, in the paper's panel order
@@ -103,6 +104,7 @@ def train_seed(method: str, seed: int, recipe, X=None, y=None):
         return loss, {}
 
     model.train()
+    progress = TaskProgress(f"two-moons {method} seed {seed}", recipe.epochs, unit="epoch")
     for step in range(recipe.epochs):
         training_step(
             model,
@@ -114,6 +116,8 @@ def train_seed(method: str, seed: int, recipe, X=None, y=None):
                 f"alpha={recipe.two_moons_vcr[0]}, beta={recipe.two_moons_vcr[1]})"
             ),
         )
+        progress.update()
+    progress.close()
     return model.eval(), np.asarray(X), np.asarray(y)
 
 

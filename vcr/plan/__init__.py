@@ -33,6 +33,7 @@ RENDER_CODE = (
 )
 FIGURE_CODE = ("workflow_scripts/figure2.py", "vcr/figures.py")
 CLAIMS_CODE = ("workflow_scripts/claims.py", "vcr/claims.py", *RENDER_CODE[1:])
+REPORT_CODE = ("workflow_scripts/report_figures.py", "vcr/report.py", *RENDER_CODE[1:])
 STUDY_CODE = ("workflow_scripts/study_report.py", "vcr/study.py", "vcr/study_heatmaps.py")
 
 
@@ -53,6 +54,7 @@ __all__ = [
     "FIGURE_CODE",
     "LEDGERS",
     "RENDER_CODE",
+    "REPORT_CODE",
     "STUDY_CODE",
     "SCALES",
     "TABLES",

@@ -51,6 +51,7 @@ def table_jobs(plan, table: str) -> dict[str, int]:
         add("claims_ledger")
     else:
         add("render_table")
+        add("report_figures")  # the table's heatmap, curves and page for `snakemake --report`
     return dict(sorted(counts.items()))
 
 
@@ -58,7 +59,7 @@ def total_jobs(plan) -> int:
     """Jobs of ``all`` from scratch (shared runs counted once), incl. the ``all`` rule."""
     probes = {id(e): e for e in plan.evals.values()}
     n = len(plan.pretrain) + len(probes) + len(plan.datasets)
-    n += 2 * len(TABLES)  # table_spec + render_table
+    n += 3 * len(TABLES)  # table_spec + render_table + report_figures
     n += len(plan.two_moons) + 1 if plan.two_moons else 0
     n += len(LEDGERS)  # the claims ledger
     return n + 1

@@ -55,6 +55,7 @@ from vcr.names import (
     LEDGERS,
     MEAN_PER_CLASS_DATASETS,
     PROBE_PROTOCOLS,
+    REPORT_FIGURES,
     SCALES,
     SELECTION_RULES,
     TABLES,
@@ -478,8 +479,18 @@ class Plan:
     def figure_outputs(self) -> list[str]:
         return [f"{self.results}/figures/figure2.png", f"{self.results}/tables/figure2_margins.csv"]
 
+    def report_outputs(self, table: str) -> list[str]:
+        """The report's page and pictures of a table (``report_figures``, ``vcr.report``)."""
+        prefix = f"{self.results}/report/{table}"
+        return [f"{prefix}.html"] + [f"{prefix}_{kind}.png" for kind in REPORT_FIGURES]
+
+    def target_files(self, target: str) -> list[str]:
+        """What a target builds: its published files and, for a table, its report pictures."""
+        extra = self.report_outputs(target) if target in TABLES else []
+        return self.table_outputs(target) + extra
+
     def all_targets(self) -> list[str]:
-        return [p for t in TARGETS for p in self.table_outputs(t)]
+        return [p for t in TARGETS for p in self.target_files(t)]
 
     def write_spec(self, table: str, path: str | None = None, log: str | None = None) -> None:
         path = path or self.spec_path(table)

@@ -25,6 +25,7 @@ from vcr.cli import resolve_device, with_overrides
 from vcr.errors import ConfigError
 from vcr.probes.common import Standardizer, as_float, as_labels, check_finite, num_classes_of
 from vcr.probes.lbfgs_solver import PathSelection, SoftmaxPath
+from vcr.runlog import TaskProgress
 from vcr.scoring import METRICS, accuracy
 
 # 45 log-spaced λ. VCR App. B.1 says 1e-5..1e5; SimCLR App. B.8 and ssl-transfer use 1e-6..1e5.
@@ -127,14 +128,17 @@ def linear_probe_lbfgs(
     n_iters = [0] * lams.size
     solver = SoftmaxPath(Ztr, ytr, k, history_size=cfg.history_size, precond_rank=cfg.precond_rank)
     select = PathSelection(cfg.path_patience)
+    progress = TaskProgress("lbfgs lambda path", lams.size, unit="lambda", every=10.0)
     for i in order:
         i = int(i)
         n_iters[i] = solver.fit(lams[i], max_iter=cfg.max_iter, tol=cfg.tol)
         W, b = solver.solution()
         val_scores[i] = accuracy((Zval @ W + b).argmax(1), yval, metric)
+        progress.update(lam=float(lams[i]), val=float(val_scores[i]), iters=n_iters[i])
         if select.add(i, val_scores[i], (W, b)):
             break
     best = select.index
+    progress.close(best_lam=float(lams[best]), best_val=float(select.best))
 
     # 2) refit on train+val at the chosen λ, warm-started from its train solution re-expressed
     #    in the train+val standardisation (same logits), 3) score test once
