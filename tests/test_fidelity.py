@@ -134,7 +134,7 @@ def test_timm_resnet50_takes_the_recipe_kwarg():
 
 
 def test_gpu_runs_split_the_batch_over_the_recipes_gpus():
-    from vcr.train import check_world_size
+    from vcr.run_checks import check_world_size
 
     r = get_recipe("tv_resnet50_v2")
     assert r.world_size == 8 and r.batch_size // r.world_size == 128  # torchvision's 8 x 128

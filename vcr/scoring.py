@@ -1,7 +1,7 @@
 """Accuracy, defined once: top-1 and mean per-class accuracy from per-class counts.
 
-The trainer sums per-class counts over DDP ranks and calls :func:`accuracy_from_counts`; the
-probes score predictions with :func:`accuracy`. Both are fractions in [0, 1].
+The trainer's :func:`evaluate` sums per-class counts over DDP ranks and calls
+:func:`accuracy_from_counts`; the probes score predictions with :func:`accuracy`. Both are fractions in [0, 1].
 
 Precision: the counts' dtype is the arithmetic's. The probes count in float32 (every probe
 record has been scored so since the first release, and the counts are exact integers below
@@ -10,8 +10,11 @@ record has been scored so since the first release, and the counts are exact inte
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
+from vcr import distributed as vdist
 from vcr.errors import ConfigError
 
 METRICS = ("top1", "mean_per_class")
@@ -49,3 +52,31 @@ def accuracy(pred, y, metric: str = "top1") -> float:
         raise ConfigError(f"metric={metric!r}: expected one of {METRICS}")
     k = int(max(int(y.max()), int(pred.max())) + 1)
     return accuracy_from_counts(*class_counts(pred, y, k, torch.float32), metric)
+
+
+@torch.no_grad()
+def evaluate(
+    model, loader, device, *, num_classes, autocast=None, channels_last=False, count_dtype=None
+):
+    """Top-1 and mean per-class accuracy (fractions) over this rank's share, counts summed over
+    ranks (``vcr.scoring``). ``count_dtype``: float64 (default) or the probes' float32."""
+    model.eval()
+    dtype = count_dtype or torch.float64
+    correct = torch.zeros(num_classes, dtype=dtype, device=device)
+    total = torch.zeros(num_classes, dtype=dtype, device=device)
+    for images, targets in loader:
+        images = images.to(device, non_blocking=True)
+        if channels_last and images.dim() == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
+        targets = torch.as_tensor(targets).to(device, non_blocking=True)
+        with autocast if autocast is not None else contextlib.nullcontext():
+            pred = model(images).argmax(1)
+        total.index_add_(0, targets, torch.ones_like(targets, dtype=dtype))
+        correct.index_add_(0, targets, (pred == targets).to(dtype))
+    vdist.all_reduce_sum(correct)
+    vdist.all_reduce_sum(total)
+    return {
+        "top1": accuracy_from_counts(correct, total, "top1"),
+        "mean_per_class": accuracy_from_counts(correct, total, "mean_per_class"),
+        "n": int(total.sum()),
+    }

@@ -16,8 +16,10 @@ Guarantees and how they are kept:
 - SIGURG (SLURM's pre-timeout signal, ``vcr.preemption``), SIGTERM and SIGUSR1 set a flag; the
   loop writes a checkpoint after the current step and the process exits with 128 + signal
   number, so the job can be requeued and resumes from ``RUN_DIR/checkpoint.pt`` automatically.
-- A non-finite loss raises ``NonFiniteError`` (run dir, step, alpha, beta) before the step's
-  backward; ``backbone.pt`` is written only after a successful last epoch.
+- A non-finite loss or VCR statistic raises ``NonFiniteError`` (run dir, step, alpha, beta;
+  under DDP on every rank, naming the rank where it began) at the next logging step, read from
+  a device-side flag (``vcr.run_checks``: no host sync per step), and always before a
+  checkpoint; ``backbone.pt`` is written only after a successful last epoch.
 - Every loop adds ``vcr_penalty(model)`` to its loss (zero in value, carries the VCR gradient).
 - GPU: bf16 autocast and channels-last; DDP under torchrun or SLURM (``vcr.distributed``) with
   global batch = recipe batch_size split evenly over ranks (lr is not rescaled by the world
@@ -31,9 +33,7 @@ import copy
 import json
 import random
 import signal
-import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,7 @@ from vcr.preemption import Preempted, StopFlag, stop_on_signals
 from vcr.recipes import Recipe, get_recipe
 from vcr.records import RunSpec
 from vcr.regularizer import vcr_penalty
+from vcr.run_checks import NonFiniteWatch, check_world_size, warn_below_bf16
 from vcr.runlog import (
     LOG,
     EpochLog,
@@ -62,7 +63,7 @@ from vcr.runlog import (
     truncate_log,
     write_run_json,
 )
-from vcr.scoring import accuracy_from_counts
+from vcr.scoring import evaluate
 
 BACKBONE = "backbone.pt"
 
@@ -131,46 +132,6 @@ def training_step(
     logs = dict(logs)
     logs["loss"] = loss.detach()
     return logs
-
-
-class NonFiniteWatch:
-    """The first step whose loss was not finite, kept on the device: no host sync per step."""
-
-    def __init__(self, device, first_step: int):
-        self.first_step = int(first_step)
-        self.steps = torch.zeros((), dtype=torch.long, device=device)
-        self.bad = torch.full((), -1, dtype=torch.long, device=device)
-
-    def update(self, loss: torch.Tensor) -> None:
-        self.bad = torch.where((self.bad < 0) & ~torch.isfinite(loss), self.steps, self.bad)
-        self.steps += 1
-
-    def check(self, describe) -> None:
-        """Raise ``NonFiniteError`` (one host sync; one all-reduce across ranks) if a watched
-        step had a non-finite loss on any rank: every rank raises, naming the rank(s), so none
-        waits in the next backward's all-reduce for a rank that stopped."""
-        if vdist.world_size() > 1:
-            import torch.distributed as dist
-
-            per_rank = torch.full(
-                (vdist.world_size(),), -1, dtype=torch.long, device=self.bad.device
-            )
-            per_rank[vdist.rank()] = self.bad
-            dist.all_reduce(per_rank, op=dist.ReduceOp.MAX)
-            steps = {r: s for r, s in enumerate(per_rank.tolist()) if s >= 0}
-            if steps:
-                # the rank(s) where it began; the others follow once DDP averages its gradients
-                first = min(steps.values())
-                ranks = [r for r, s in steps.items() if s == first]
-                later = sorted(set(steps) - set(ranks))
-                also = f" (later also on rank(s) {later})" if later else ""
-                raise NonFiniteError(
-                    f"non-finite loss on rank(s) {ranks}{also} {describe(self.first_step + first)}"
-                )
-            return
-        bad = int(self.bad)
-        if bad >= 0:
-            raise NonFiniteError(f"non-finite loss {describe(self.first_step + bad)}")
 
 
 def supervised_loss(criterion):
@@ -333,7 +294,7 @@ def train_one_epoch(ctx: RunContext, state: TrainState, loader, loss_fn, *, vcr_
             check_finite()
             if vcr_on:
                 stats = _vcr_stats(state.model_without_ddp)
-                _warn_below_bf16(ctx, stats)
+                warn_below_bf16(ctx, stats)
                 logs.update(stats)
         for key, v in logs.items():
             v = v.detach().double() if isinstance(v, torch.Tensor) else v
@@ -360,63 +321,6 @@ def train_one_epoch(ctx: RunContext, state: TrainState, loader, loss_fn, *, vcr_
     means["images_per_s"] = n_images / elapsed if elapsed > 0 else float("nan")
     means["train_time_s"] = elapsed
     return means
-
-
-# bf16 keeps 8 significant bits: a gradient part below half a step (2^-9 of the sum) is lost
-# by round-to-nearest wherever it is summed.
-BF16_RESOLUTION = 2.0**-9
-
-
-def _warn_below_bf16(ctx: RunContext, stats: dict) -> None:
-    """Say once per run when VCR's gradient is below bf16's resolution at some sites."""
-    if ctx.warned_bf16 or ctx.recipe.amp_dtype != "bf16" or ctx.autocast() is None:
-        return
-    sites = {k: v for k, v in stats.items() if k.startswith("vcr/grad_ratio/")}
-    low = {k.removeprefix("vcr/grad_ratio/"): v for k, v in sites.items() if v < BF16_RESOLUTION}
-    if not low:
-        return
-    ctx.warned_bf16 = True
-    rounding = ctx.recipe.vcr_rounding
-    keeps = (
-        "stochastic rounding keeps it in expectation (with rounding noise)"
-        if rounding == "stochastic"
-        else "round-to-nearest erases it"
-    )
-    msg = (
-        f"warning: VCR's gradient is below bf16's resolution (||g_vcr||/||g_task|| < 2^-9) at "
-        f"{len(low)} of {len(sites)} sites (e.g. {next(iter(low))}: {next(iter(low.values())):.1e}"
-        f"); vcr_rounding={rounding}: {keeps}; amp_dtype=none keeps it exactly"
-    )
-    print(msg, file=sys.stderr, flush=True)
-    warnings.warn(msg, stacklevel=2)
-
-
-@torch.no_grad()
-def evaluate(
-    model, loader, device, *, num_classes, autocast=None, channels_last=False, count_dtype=None
-):
-    """Top-1 and mean per-class accuracy (fractions) over this rank's share, counts summed over
-    ranks (``vcr.scoring``). ``count_dtype``: float64 (default) or the probes' float32."""
-    model.eval()
-    dtype = count_dtype or torch.float64
-    correct = torch.zeros(num_classes, dtype=dtype, device=device)
-    total = torch.zeros(num_classes, dtype=dtype, device=device)
-    for images, targets in loader:
-        images = images.to(device, non_blocking=True)
-        if channels_last and images.dim() == 4:
-            images = images.contiguous(memory_format=torch.channels_last)
-        targets = torch.as_tensor(targets).to(device, non_blocking=True)
-        with autocast if autocast is not None else contextlib.nullcontext():
-            pred = model(images).argmax(1)
-        total.index_add_(0, targets, torch.ones_like(targets, dtype=dtype))
-        correct.index_add_(0, targets, (pred == targets).to(dtype))
-    vdist.all_reduce_sum(correct)
-    vdist.all_reduce_sum(total)
-    return {
-        "top1": accuracy_from_counts(correct, total, "top1"),
-        "mean_per_class": accuracy_from_counts(correct, total, "mean_per_class"),
-        "n": int(total.sum()),
-    }
 
 
 def _batch_len(images) -> int:
@@ -674,21 +578,6 @@ def _train(ctx: RunContext, *, manifest, init_weights, data, model_factory, tran
                 r = evaluate_split(final_model, split)
                 final[f"{split}_top1"] = r[data.metric] if data.metric in r else r["top1"]
     return _finish(ctx, final_model, final=final, t_start=t_start, epochs_done=recipe.epochs)
-
-
-def check_world_size(recipe: Recipe, world_size: int, device: torch.device) -> None:
-    """A GPU run splits the global batch over the recipe's ``world_size`` GPUs or not at all:
-    the per-GPU batch sets BN's and VCR's per-GPU statistics, so another cluster layout would
-    be another experiment. CPU runs (tests, the mini scale) are one process and not checked."""
-    if device.type != "cuda" or not recipe.world_size or world_size == recipe.world_size:
-        return
-    raise ConfigError(
-        f"recipe {recipe.name} splits its batch of {recipe.batch_size} over "
-        f"{recipe.world_size} GPUs ({recipe.batch_size // recipe.world_size} per GPU), but this "
-        f"run has {world_size} process(es): ask for {recipe.world_size} GPUs (config "
-        f"scales.<scale>.resources, pretrain:{recipe.name}) or change the experiment with "
-        f"--set world_size={world_size}"
-    )
 
 
 def _split_evaluator(ctx: RunContext, eval_loaders: dict, num_classes: int):

@@ -3,7 +3,7 @@ global batch over (the recipe's ``world_size``, after the scale's ``recipe_overr
 
 The per-GPU batch sets BatchNorm's and VCR's per-GPU statistics, so a job on another number of
 GPUs would be another experiment; the plan refuses such a config before any job, and the
-trainer checks the world size again at start (``vcr.train.check_world_size``).
+trainer checks the world size again at start (``vcr.run_checks.check_world_size``).
 """
 
 from __future__ import annotations

@@ -52,7 +52,8 @@ def finetune(
     """Fine-tune ``backbone`` + a new linear head on ``train_set``; pick the epoch on ``val_set``
     (ties: earliest); return that epoch's val and test scores."""
     from vcr.features import auto_workers
-    from vcr.train import evaluate, supervised_loss, training_step
+    from vcr.scoring import evaluate
+    from vcr.train import supervised_loss, training_step
 
     cfg = with_overrides(config or FinetuneConfig(), overrides, where="FinetuneConfig")
     dev = resolve_device(device)
