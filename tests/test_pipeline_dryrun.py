@@ -139,7 +139,7 @@ def test_touching_the_renderer_reruns_only_the_rendering_jobs(tmp_path):
     render = ROOT / "vcr" / "tables" / "render.py"
     if not render.exists():
         pytest.skip("vcr/tables/render.py not there yet")
-    code = (*P.RENDER_CODE, *P.FIGURE_CODE, *P.CLAIMS_CODE)
+    code = (*P.RENDER_CODE, *P.FIGURE_CODE, *P.CLAIMS_CODE, *P.REPORT_CODE)
     newest_code = max(os.stat(ROOT / p).st_mtime for p in code)
     _materialise(plan, newest_code + 100)
     args = ("all", "-n", "--quiet", "rules", "--rerun-triggers", "mtime")
@@ -168,8 +168,9 @@ def test_paper_dry_run_through_the_slurm_profile_lists_resources(tmp_path):
     stats = job_stats(out)
     plan = plan_for(tmp_path, "paper")
     assert sum(stats.values()) == plan.total_jobs()
-    # a multi-node ImageNet pretraining and a single-GPU probe, with their resources
-    assert "nodes=2" in out and "mpi=srun" in out and "gpu=16" in out
+    # a multi-node ImageNet pretraining (GPUs per node as gres, one launcher task per node) and
+    # a single-GPU probe, with their resources
+    assert "nodes=2" in out and "mpi=srun" in out and "gres=gpu:8" in out and "tasks=2" in out
     assert "cpus_per_gpu=8" in out and "runtime=2880" in out
 
 
