@@ -297,7 +297,7 @@ def test_cifar_scale_plans_eq2_and_alg1_side_by_side(plans, config):
         n_pre = sum(1 for c in spec["columns"] if c["eval_dataset"])  # one pretraining each
         # 20 (alpha, beta) x 2 lr x 3 seeds per pretraining dataset, under each convention
         assert len(by_cs["eq2"]) == len(by_cs["alg1"]) == 20 * 2 * 3 * n_pre
-    # the other tables, and the paper scale, run the config's one convention
+    # the other tables run the scale's one convention; the paper scale sets its own (alg1)
     assert {r["key"] for r in cifar.tables["table6"].spec["rows"]} == {
         "vcr1",
         "vcr2",
@@ -305,7 +305,9 @@ def test_cifar_scale_plans_eq2_and_alg1_side_by_side(plans, config):
         "vcr4",
     }
     paper_cs = {j.spec.cov_scale for j in plans["paper"].pretrain.values() if j.spec.vcr}
-    assert paper_cs == {config["cov_scale"]}
+    assert paper_cs == {config["scales"]["paper"]["cov_scale"]} == {"alg1"}
+    mini_cs = {j.spec.cov_scale for j in plans["mini"].pretrain.values() if j.spec.vcr}
+    assert mini_cs == {config["cov_scale"]}
 
 
 def test_the_pretrain_rule_passes_every_runspec_field():

@@ -171,6 +171,9 @@ class Plan:
         self.work = f"{config.get('work_root', 'work')}/{self.scale}"
         self.results = config.get("results_root", "results")
         self.data_root = str(config.get("data_root", "data"))
+        # the VCR gradient convention of this scale's runs (scales.<s>.cov_scale, else the
+        # top-level cov_scale); tables in scales.<s>.cov_scales run several (vcr.plan.rows)
+        self.cov_scale = self.sc.get("cov_scale", config.get("cov_scale", "eq2"))
         self.design = load_design()
         self._check_maps()
         self.resources = R.ScaleResources(self.scale, self.sc.get("resources"))
@@ -294,7 +297,7 @@ class Plan:
             dataset=dataset,
             target=target,
             recipe=row.recipe,
-            cov_scale=fixed.get("cov_scale", self.config.get("cov_scale", "eq2")),
+            cov_scale=fixed.get("cov_scale", self.cov_scale),
             delta=float(self.config.get("delta", 0.0)),
         )
         keys = []

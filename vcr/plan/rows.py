@@ -34,7 +34,7 @@ def table1_baseline(plan) -> str:
 def cov_scales(plan, table: str) -> tuple[str, ...]:
     """The VCR gradient conventions a table's VCR rows run under (one row each)."""
     listed = (plan.sc.get("cov_scales") or {}).get(table)
-    return tuple(listed) if listed else (plan.config.get("cov_scale", "eq2"),)
+    return tuple(listed) if listed else (plan.cov_scale,)
 
 
 def row_variants(plan, table: str, row) -> list[tuple[dict, dict]]:
