@@ -118,3 +118,26 @@ def test_cli_status_on_an_empty_work_folder(tmp_path, capsys):
     assert main(["--configfile", str(cfg), "--status", "--targets", "figure2"]) == 0
     out = capsys.readouterr().out
     assert "| figure2  | 7      | 0      | 0         | 0        | 0             | 7" in out
+
+
+def test_snakemake_incomplete_markers_are_read_where_snakemake_writes_them(tmp_path):
+    """The marker path is snakemake's own (FilePersistence._record_path, the pinned snakemake),
+    for a short output path and one whose base64 name exceeds the file-name limit."""
+    import types
+
+    from snakemake.persistence.file import FilePersistence
+
+    from vcr.plan.status import snakemake_incomplete
+
+    subject = tmp_path / ".snakemake" / "incomplete"
+    subject.mkdir(parents=True)
+    fake = types.SimpleNamespace(_fetch_max_len=lambda s: os.pathconf(s, "PC_NAME_MAX"))
+    short = "work/mini/runs/a/final.json"
+    long = "work/mini/runs/" + "x" * 300 + "/eval/lbfgs.json"
+    for out in (short, long):
+        marker = Path(FilePersistence._record_path(fake, str(subject), out))
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text("{}")
+        assert snakemake_incomplete(out, workdir=tmp_path)
+    assert not snakemake_incomplete("work/mini/runs/b/final.json", workdir=tmp_path)
+    assert not snakemake_incomplete(short, workdir=tmp_path / "elsewhere")

@@ -3,7 +3,8 @@ on a login node, with no SLURM call unless ``--slurm`` asks for ``squeue``'s sta
 
 A job of the plan (``vcr.plan.budget.job_costs``: its outputs, log and benchmark file) is
 
-- **done**: every output exists;
+- **done**: every output exists and Snakemake does not mark one incomplete (a job stopped
+  after writing its outputs but before Snakemake saw it end counts as interrupted);
 - **failed**: its log's last attempt holds an error line (a Python exception, ``error:``,
   SLURM's ``CANCELLED`` / ``DUE TO TIME LIMIT``, ``Killed``, out of memory). Pretraining logs
   are appended across attempts; an error before the last attempt's start line (``run <dir>:``)
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import subprocess
 import time
@@ -149,6 +151,23 @@ def slurm_comment(job: B.JobCost, plan) -> str:
     return f"rule_{job.rule}_wildcards_{text}" if text else f"rule_{job.rule}"
 
 
+def snakemake_incomplete(output: str, workdir: str | Path = ".") -> bool:
+    """Whether Snakemake holds an "incomplete" marker for ``output`` (a job it started and never
+    saw end): the file ``.snakemake/incomplete/<urlsafe base64 of the path>``, split into
+    ``@``-prefixed folders past the file-name limit, as snakemake.persistence.file (pinned
+    snakemake 9) writes it."""
+    from base64 import urlsafe_b64encode
+
+    subject = Path(workdir) / ".snakemake" / "incomplete"
+    if not subject.is_dir():
+        return False
+    max_len = os.pathconf(subject, "PC_NAME_MAX") if os.name == "posix" else 255
+    b64 = urlsafe_b64encode(str(output).encode()).decode()
+    parts = [b64[i : i + max_len - 1] for i in range(0, len(b64), max_len - 1)]
+    parts = ["@" + part for part in parts[:-1]] + [parts[-1]]
+    return subject.joinpath(*parts).exists()
+
+
 def job_status(job: B.JobCost, plan, *, now: float, active_s: float, squeue=None) -> JobStatus:
     run_dir = None
     if job.rule == "pretrain":
@@ -156,7 +175,13 @@ def job_status(job: B.JobCost, plan, *, now: float, active_s: float, squeue=None
     log = Path(job.log)
     st = JobStatus(job.id, job.rule, "not started", str(log))
     if job.outputs and all(Path(p).exists() for p in job.outputs):
-        st.state, st.epochs_left = "done", 0.0
+        if not any(snakemake_incomplete(p) for p in job.outputs):
+            st.state, st.epochs_left = "done", 0.0
+            return st
+        # its outputs were written but Snakemake never saw the job end (it was stopped first):
+        # Snakemake will not use them without --rerun-incomplete, so neither does the count
+        st.state, st.last_write = "interrupted", _mtime(*[Path(p) for p in job.outputs])
+        st.epoch = "outputs written, marked incomplete by Snakemake (--rerun-incomplete)"
         return st
     files = [log] + ([run_dir / "log.jsonl", run_dir / "checkpoint.pt"] if run_dir else [])
     st.last_write = _mtime(*files)
