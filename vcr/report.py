@@ -83,7 +83,8 @@ def _factor(spec, numbers) -> float:
 
 
 def draw_heatmaps(spec, records, cells, path, numbers=None) -> int:
-    """The heatmap figure; returns the number of panels drawn (0: a placeholder figure)."""
+    """The heatmap figure; returns the number of panels drawn (0: no VCR row of the table has
+    records at this scale, and the figure says so instead of showing empty axes)."""
     import matplotlib
 
     matplotlib.use("Agg")
