@@ -196,8 +196,11 @@ YAML
     python .ci/rehearsal_check.py slurm-jobs "$log_dir/rehearsal.log" "$REHEARSAL_MULTI" --nodes 2
     python .ci/rehearsal_check.py layout "$main_runs/$REHEARSAL_MULTI" 2 2
 
-    # The same spec on one node with 4 processes, and two preempted runs (a time limit of
-    # 3 min, SIGURG 60 s before it, 12 s per step: ~2 min of training), all at once.
+    # The same spec on one node with 4 processes, and two preempted runs, all at once. A time
+    # limit of 3 min and SIGURG 60 s before it: the signal comes ~2 min into the job. 16 s per
+    # step puts it in the middle of the second epoch (step 7.5 of 2 x 5), so a start-up 30 s
+    # slower or faster still checkpoints mid-epoch (with 12 s per step the 10 steps ended at
+    # ~2 min, and a CI run once saw the signal in the epoch's last step).
     cat >"$root/single4.yaml" <<YAML
 work_root: $root/single4
 results_root: $root/single4/results
@@ -215,7 +218,7 @@ results_root: $root/preempt_$layout/results
 scales:
   rehearsal:
     recipe_overrides:
-      $recipe: {slow_step_s: 12}
+      $recipe: {slow_step_s: 16}
     resources:
       "pretrain:$recipe": {runtime: 3, slurm_extra: "--signal=URG@60"}
 YAML
