@@ -197,10 +197,12 @@ YAML
     python .ci/rehearsal_check.py layout "$main_runs/$REHEARSAL_MULTI" 2 2
 
     # The same spec on one node with 4 processes, and two preempted runs, all at once. A time
-    # limit of 3 min and SIGURG 60 s before it: the signal comes ~2 min into the job. 16 s per
-    # step puts it in the middle of the second epoch (step 7.5 of 2 x 5), so a start-up 30 s
-    # slower or faster still checkpoints mid-epoch (with 12 s per step the 10 steps ended at
-    # ~2 min, and a CI run once saw the signal in the epoch's last step).
+    # limit of 3 min and SIGURG 60 s before it: the signal comes 120 s into the SLURM job, i.e.
+    # 120 - S s into training, S the start-up (srun, torchrun, imports: 8-36 s measured, the
+    # most under load). At 14 s per step (2 epochs x 5 steps) a signal in [70, 126) s lands in
+    # steps 6-9, mid-epoch 2, so any S up to ~50 s checkpoints mid-epoch (12 s per step needed
+    # S >= 12: a CI run with S = 8 saw it in the epoch's last step; 16 s needed S <= 40). The
+    # retry resumes with <= 4 steps left, done before its own signal.
     cat >"$root/single4.yaml" <<YAML
 work_root: $root/single4
 results_root: $root/single4/results
@@ -218,7 +220,7 @@ results_root: $root/preempt_$layout/results
 scales:
   rehearsal:
     recipe_overrides:
-      $recipe: {slow_step_s: 16}
+      $recipe: {slow_step_s: 14}
     resources:
       "pretrain:$recipe": {runtime: 3, slurm_extra: "--signal=URG@60"}
 YAML
