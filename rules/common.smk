@@ -1,6 +1,7 @@
 # Named input and params functions: each looks one job up in the plan (vcr.plan.jobs.Plan) by
 # the wildcards Snakemake matched.
 import inspect
+import json
 
 from snakemake.common import overwrite_function_params
 
@@ -143,6 +144,18 @@ def report_claims(path):
 
 
 # --- the study (rules/study.smk)
+@store_parameters
+def study_cell_manifests(wildcards):
+    """The prepared datasets a study cell reads (pretraining set, probe sets)."""
+    return PLAN.study.cell_manifests(wildcards.cell)
+
+
+@store_parameters
+def study_cell_job(wildcards):
+    """The cell's runs as study_cell.py's --cell JSON (vcr.plan.study.StudyPlan.cell_job)."""
+    return json.dumps(PLAN.study.cell_job(wildcards.cell, PLAN), separators=(",", ":"))
+
+
 @store_parameters
 def study_outputs(wildcards):
     """The study's report files; the study is planned at one scale (config study.scale)."""

@@ -81,11 +81,12 @@ def test_table3_runs_only_what_table3_needs(tmp_path):
     assert "probe" not in stats and "two_moons" not in stats
 
 
-def test_study_runs_its_runs_probes_and_report_and_nothing_else(tmp_path):
+def test_study_runs_its_cells_and_report_and_nothing_else(tmp_path):
     stats = dry_run("study", tmp_path, "mini")
     study = plan_for(tmp_path, "mini").study
-    n = len(study.pretrain)
-    expected = {"prepare_data": len(study.datasets), "pretrain": n, "probe": n}
+    # one study_cell job per setting (its seeds' runs and probes), no pretrain or probe job
+    assert len(study.cells) * len(study.settings["seeds"]) == len(study.pretrain)
+    expected = {"prepare_data": len(study.datasets), "study_cell": len(study.cells)}
     assert stats == {**expected, "study_spec": 1, "study_report": 1, "study": 1}
 
 

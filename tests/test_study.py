@@ -74,6 +74,28 @@ def test_study_jobs_are_found_by_the_pretrain_and_probe_rules(mini):
     assert mini.rule_resources("pretrain")["mem_mb"] == 2000
 
 
+def test_a_cell_is_the_seeds_of_one_setting_with_the_rules_arguments(config, mini):
+    study = mini.study
+    assert len(study.cells) == 2 * (2 * 20 + 1) == 82
+    assert study.cell_members() == [f"seed{s}" for s in config["study"]["seeds"]]
+    cell, keys = next((c, k) for c, k in study.cells.items() if "blocks.alg1" in c)
+    job = study.cell_job(cell, mini)
+    assert [r["out"] for r in job["runs"]] == [mini.run_dir(k) for k in keys]
+    for key, r in zip(keys, job["runs"], strict=True):
+        pre, ev = (
+            mini.pretrain_job(key),
+            mini.probe_job(key, "lbfgs", "mini_color+mini_count+mini_size"),
+        )
+        # what the pretrain and probe rules would pass their CLIs (rules/common.smk)
+        assert r["spec"] == pre.spec.to_dict() and r["manifest"] == pre.manifest
+        assert r["overrides"] == list(pre.overrides) and r["device"] == "cpu"
+        p = r["probe"]
+        assert (p["out"],) == ev.outputs and p["settings"] == ev.settings
+        assert p["manifests"] == list(ev.manifests)
+        assert p["feature_cache"] == f"{mini.work}/features/{key}"
+    assert study.cell_manifests(cell) == [pre.manifest, *ev.manifests]
+
+
 def test_per_arch_lengths_come_from_the_config(config, mini):
     by_arch = {}
     for job in mini.study.pretrain.values():

@@ -138,6 +138,19 @@ def write_record(path, record: dict) -> None:
     io.write_json(path, record)
 
 
+def write_records(path, records: list[dict]) -> None:
+    """One record as itself, several (a probe job over several eval datasets) as a JSON list
+    (:func:`read_records` reads both)."""
+    if len(records) == 1:
+        write_record(path, records[0])
+        return
+    for rec in records:
+        missing = [k for k in RECORD_KEYS if k not in rec]
+        if missing:
+            raise ValueError(f"metric record misses keys {missing}")
+    io.write_json(path, records)
+
+
 def read_records(paths) -> list[dict]:
     out = []
     for p in paths:

@@ -27,9 +27,8 @@ def main(argv=None) -> int:
     add_run_evaluation_arguments(ap, set_help="protocol config keys and the common settings")
     args = ap.parse_args(argv)
 
-    from vcr import io
     from vcr.probes import evaluate_run
-    from vcr.records import RECORD_KEYS, write_record
+    from vcr.records import write_records
 
     set_threads(args.threads)
     records = evaluate_run(
@@ -41,14 +40,7 @@ def main(argv=None) -> int:
         sets=parse_sets(args.sets),
         device=args.device,
     )
-    if len(records) == 1:
-        write_record(args.out, records[0])
-    else:
-        for rec in records:
-            missing = [k for k in RECORD_KEYS if k not in rec]
-            if missing:
-                raise ValueError(f"metric record misses keys {missing}")
-        io.write_json(args.out, records)
+    write_records(args.out, records)
     return 0
 
 

@@ -9,10 +9,14 @@ pretraining labels do not determine. It is not a paper table, so it is not in
 ``vcr/design.yaml``; the grid defaults to that file's ``grid`` (the paper's) and everything else
 is config ``study`` (validated by ``config.schema.yaml``).
 
-Its runs are ordinary ``RunSpec`` runs of the ``pretrain`` rule and its probes ordinary
-``probe`` jobs (one per run for every probe dataset, L-BFGS as Table 1), looked up through the
-:class:`vcr.plan.jobs.Plan` like the tables' jobs but kept apart from them (the tables' job
-counts and ``all`` do not include the study). The recipe ``mini_study`` is the study's own, so
+Its runs are ordinary ``RunSpec`` runs (the folders, recipes and probe records a ``pretrain`` and
+a ``probe`` job would make: one probe record per run for every probe dataset, L-BFGS as Table
+1), looked up through the :class:`vcr.plan.jobs.Plan` like the tables' jobs but kept apart from
+them (the tables' job counts and ``all`` do not include the study). Snakemake runs them by
+**cell** (rule ``study_cell``, :mod:`vcr.study_cell`): the seeds of one (arch, convention,
+alpha, beta) setting, trained and probed one after the other in one process, because a process
+costs ~3 CPU s of start-up (torch, and torch._dynamo through the optimizer), as much as a mini
+ConvNeXt run's training; see README "The eq. 2 / Algorithm 1 study". The recipe ``mini_study`` is the study's own, so
 its run folders never meet a table's run (the folder is a function of the RunSpec, and
 ``cov_scale`` is part of it for VCR runs). The study is planned at one scale (``study.scale``,
 ``mini``); at another, ``snakemake study`` stops with a message naming the key.
@@ -21,6 +25,7 @@ its run folders never meet a table's run (the folder is a function of the RunSpe
 from __future__ import annotations
 
 import itertools
+import posixpath
 from dataclasses import dataclass, field
 
 from vcr import io
@@ -54,6 +59,9 @@ class StudyPlan:
     pretrain: dict = field(default_factory=dict)  # relpath -> vcr.plan.jobs.Pretrain
     evals: dict = field(default_factory=dict)  # record path -> vcr.plan.jobs.Evaluation
     runs: list[dict] = field(default_factory=list)  # {run, final, record} per run (the spec)
+    cells: dict = field(default_factory=dict)  # cell (a run folder less its seed) -> run keys
+    record_of: dict = field(default_factory=dict)  # run key -> its probe record
+    record_name: str = ""  # every run's probe record, below its folder: eval/<protocol>-<sets>.json
     datasets: list[str] = field(default_factory=list)
     results: str = ""  # the study's results folder
 
@@ -69,6 +77,49 @@ class StudyPlan:
         """What the report reads (``work/<scale>/study/spec.json``): the settings and, per run,
         its parameters, its final.json and its probe record."""
         return {"settings": self.settings, "runs": self.runs}
+
+    def cell_members(self) -> list[str]:
+        """The last part of every cell's run folders (``seed0`` ...), the same in every cell."""
+        first = next(iter(self.cells.values()))
+        return [posixpath.basename(k) for k in first]
+
+    def cell_job(self, cell: str, plan) -> dict:
+        """What ``workflow_scripts/study_cell.py`` runs (its ``--cell`` JSON): per run, the
+        arguments the ``pretrain`` and ``probe`` rules would give their CLIs."""
+        runs = []
+        for key in self.cells[cell]:
+            job, ev = self.pretrain[key], self.evals[self.record_of[key]]
+            launcher = plan.launcher(key)
+            if launcher != "python":
+                raise ConfigError(
+                    f"study run {key}: its resources ask for {launcher!r}, but a study cell "
+                    "trains its runs one after the other in one plain process (study.scale)"
+                )
+            runs.append(
+                {
+                    "out": plan.run_dir(key),
+                    "spec": job.spec.to_dict(),
+                    "manifest": job.manifest,
+                    "overrides": list(job.overrides),
+                    "device": plan.device("pretrain", key),
+                    "probe": {
+                        "protocol": ev.protocol,
+                        "datasets": [d for d, _ in ev.datasets],
+                        "manifests": list(ev.manifests),
+                        "settings": ev.settings,
+                        "feature_cache": f"{plan.work}/features/{key}",
+                        "device": plan.device("probe", ev.protocol),
+                        "out": ev.outputs[0],
+                    },
+                }
+            )
+        return {"cell": cell, "runs": runs}
+
+    def cell_manifests(self, cell: str) -> list[str]:
+        """The prepared datasets a cell reads: the pretraining set, then the probe sets."""
+        key = self.cells[cell][0]
+        probe_manifests = self.evals[self.record_of[key]].manifests
+        return list(dict.fromkeys([self.pretrain[key].manifest, *probe_manifests]))
 
     def metrics(self) -> list[str]:
         return [PRETRAIN_METRIC, *self.settings["probes"]]
@@ -129,6 +180,7 @@ def plan_study(plan) -> StudyPlan | None:
         )
     probe_sets = format_sets(st["probe_overrides"])
     name = "+".join(d if t == "default" else f"{d}.{t}" for d, t in probes)
+    study.record_name = f"{protocol}-{name}.json"
     for arch in st["archs"]:
         merged = {**(overrides_by_arch.get("default") or {}), **(overrides_by_arch.get(arch) or {})}
         sets = format_sets(merged)
@@ -154,7 +206,7 @@ def plan_study(plan) -> StudyPlan | None:
                 )
             study.pretrain[key] = Pretrain(spec, manifest, sets)
             run_dir = plan.run_dir(key)
-            record = f"{run_dir}/eval/{protocol}-{name}.json"
+            record = f"{run_dir}/eval/{study.record_name}"
             study.evals[record] = Evaluation(
                 "probe",
                 key,
@@ -167,6 +219,8 @@ def plan_study(plan) -> StudyPlan | None:
             study.runs.append(
                 {"run": spec.to_dict(), "final": f"{run_dir}/final.json", "record": record}
             )
+            study.record_of[key] = record
+            study.cells.setdefault(posixpath.dirname(key), []).append(key)
     return study
 
 
