@@ -165,10 +165,12 @@ def main(argv=None) -> list[dict]:
         "--set", nargs="*", default=[], metavar="KEY=VALUE", help="VCRLayer keyword arguments"
     )
     args = p.parse_args(argv)
-    from vcr.cli import parse_sets
-
     torch.set_num_threads(args.threads)
-    kwargs = parse_sets(args.set)
+    kwargs = {}
+    if args.set:  # imported only then, so the script also runs against an older vcr (README)
+        from vcr.cli import parse_sets
+
+        kwargs = parse_sets(args.set)
     out = [measure(a, args.batch, args.cov_scales, _settings(), kwargs) for a in args.archs]
     if args.json:
         from vcr.io import write_json

@@ -5,11 +5,13 @@ rules' CLIs would do it one process each (``workflow_scripts/study_cell.py``, ru
 
 Why: at the mini scale a process costs ~3 CPU s before its first step (importing torch, and
 torch._dynamo, which every torch optimizer imports on its first call), as much as a mini
-ConvNeXt run's whole training, and the study has 246 runs and 246 probe jobs. A cell of 3 seeds
-pays it once instead of six times; nothing else changes: the same ``vcr.train.run`` and
+ConvNeXt run's whole training, and the study has 246 runs, each probed. A cell of 3 seeds pays
+it once instead of six times; nothing else changes: the same ``vcr.train.run`` and
 ``vcr.probes.evaluate_run`` calls with the same arguments write the same run folders and probe
 records (tests/test_study_cell.py compares them bit for bit with the one-process-per-job path).
-Each run still resumes from its own ``checkpoint.pt``.
+The run a failure or a stop signal interrupts resumes from its ``checkpoint.pt`` when the job is
+rerun; the cell's runs finished before it are trained again, because Snakemake removes a failed
+job's outputs and a finished run keeps no checkpoint (at most two runs: ~1.5 min of mini ViT).
 """
 
 from __future__ import annotations
