@@ -93,7 +93,7 @@ def classifier_dataset(wildcards):
 @store_parameters
 def feature_cache(wildcards):
     """The run's cached frozen features."""
-    return f"{WORK}/features/{wildcards.run}"
+    return PLAN.feature_cache(wildcards.run)
 
 
 # --- collapse (rules/analysis.smk)

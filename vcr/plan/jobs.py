@@ -262,6 +262,10 @@ class Plan:
     def run_dir(self, relpath: str) -> str:
         return f"{self.work}/runs/{relpath}"
 
+    def feature_cache(self, relpath: str) -> str:
+        """The run's cached frozen features (probe.py --feature-cache)."""
+        return f"{self.work}/features/{relpath}"
+
     def recipe_overrides(self, recipe: str, dataset: str | None = None) -> tuple[str, ...]:
         """``default`` <- ``<recipe>`` <- ``<recipe>:<dataset>`` of ``recipe_overrides``."""
         ro = self.sc.get("recipe_overrides") or {}

@@ -16,8 +16,8 @@ them (the tables' job counts and ``all`` do not include the study). Snakemake ru
 **cell** (rule ``study_cell``, :mod:`vcr.study_cell`): the seeds of one (arch, convention,
 alpha, beta) setting, trained and probed one after the other in one process, because a process
 costs ~3 CPU s of start-up (torch, and torch._dynamo through the optimizer), as much as a mini
-ConvNeXt run's training; see README "The eq. 2 / Algorithm 1 study". The recipe ``mini_study`` is the study's own, so
-its run folders never meet a table's run (the folder is a function of the RunSpec, and
+ConvNeXt run's training (README "The eq. 2 / Algorithm 1 study"). The recipe ``mini_study`` is
+the study's own, so its run folders never meet a table's run (the folder is a function of the RunSpec, and
 ``cov_scale`` is part of it for VCR runs). The study is planned at one scale (``study.scale``,
 ``mini``); at another, ``snakemake study`` stops with a message naming the key.
 """
@@ -107,7 +107,7 @@ class StudyPlan:
                         "datasets": [d for d, _ in ev.datasets],
                         "manifests": list(ev.manifests),
                         "settings": ev.settings,
-                        "feature_cache": f"{plan.work}/features/{key}",
+                        "feature_cache": plan.feature_cache(key),
                         "device": plan.device("probe", ev.protocol),
                         "out": ev.outputs[0],
                     },
