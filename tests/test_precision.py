@@ -140,15 +140,48 @@ def test_approximate_mode_is_exact_without_sampling_and_sparse_with_it():
 
     exact = grad(None)
     torch.testing.assert_close(grad(4 * 36), exact)  # K >= n: no sampling, the exact op
+    torch.manual_seed(0)
+    drawn = torch.randint(4 * 36, (32,)).unique()  # the rows the layer draws under seed 0
     sparse = grad(32)
     touched = (sparse != 0).any(dim=1)  # the (sample, position) rows that got a gradient
-    assert int(touched.sum()) == 32
+    assert sorted(touched.flatten().nonzero().view(-1).tolist()) == sorted(drawn.tolist())
     torch.testing.assert_close(grad(32), sparse)  # same seed, same rows and values
     assert not torch.equal(grad(32, seed=1), sparse)
     # unbiased in the rows' direction: averaged over draws it points where the exact one does
     mean = torch.stack([grad(32, seed=s) for s in range(200)]).mean(0)
     cos = float((mean * exact).sum() / (mean.norm() * exact.norm()))
     assert cos > 0.9
+
+
+@pytest.mark.parametrize("storage", ["contiguous", "channels_last", "strided_view", "bf16"])
+def test_approximate_mode_is_the_k_row_loss_gradient_in_every_memory_layout(storage):
+    """The K drawn rows get (n/K) (K-1)/(n-1) x the autograd gradient of the eq.-2 loss of
+    those rows alone (the statistics' estimate), whatever the block output's strides, and the
+    other rows get nothing."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(3, 8, 5, 10, generator=g) * torch.linspace(0.3, 2, 8).view(1, 8, 1, 1)
+    h = base[..., ::2] if storage == "strided_view" else base[..., :5]
+    if storage == "channels_last":
+        h = h.contiguous(memory_format=torch.channels_last)
+    elif storage == "contiguous":
+        h = h.contiguous()
+    n, k = 3 * 5 * 5, 20
+    leaf = h.clone(memory_format=torch.preserve_format).requires_grad_(True)
+    x = leaf.to(torch.bfloat16) if storage == "bf16" else leaf
+    layer = VCRLayer(0.64, 0.04, max_samples=k)
+    layer(x)
+    torch.manual_seed(3)
+    ((x.float() * 0).sum() + vcr_penalty(layer)).backward()
+    got = leaf.grad.permute(0, 2, 3, 1).reshape(n, 8)  # (sample rows, features)
+
+    torch.manual_seed(3)
+    pos = torch.randint(n, (k,))
+    rows = x.detach().float().permute(0, 2, 3, 1).reshape(n, 8)[pos].double().requires_grad_()
+    (ref_rows,) = torch.autograd.grad(vcr_loss(rows, 0.64, 0.04), rows)
+    want = torch.zeros(n, 8, dtype=torch.float64).index_add_(0, pos, ref_rows)
+    want *= (n / k) * (k - 1) / (n - 1)
+    tol = dict(rtol=2e-2, atol=1e-4) if storage == "bf16" else dict(rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(got.double(), want, **tol)
 
 
 def test_invalid_precision_options_are_named():

@@ -293,8 +293,8 @@ class VCRLayer(nn.Module):
     1.3e-3 to 3.4e-3; fp32: 1e-7 to 5e-7).
 
     ``max_samples=K`` (approximate VCR, off by default): when an output has n > K sample rows,
-    K rows drawn at random each backward (without replacement, from the device's default
-    generator: seeded, reproducible, checkpointed) estimate the statistics (mean, covariance,
+    K rows drawn at random each backward (uniformly, with replacement, from the device's default
+    generator: seeded, reproducible, checkpointed; a row drawn twice counts twice) estimate the statistics (mean, covariance,
     standard deviations), and the gradient is injected into those K rows only, scaled by n/K so
     that its sum over rows, and so the parameter gradients, are unbiased for the gradient of the
     estimated loss. It approximates the exact op in two ways: the statistics are K-row estimates
@@ -473,18 +473,25 @@ class VCRLayer(nn.Module):
         return _restore(grad, h, layout)
 
     def _sampled_injection(self, h, layout, n, d, k, g, cdtype):
-        """The approximate mode: statistics and injected gradient on K random sample rows,
-        returned as (index tuple into ``h``, (K, d) values)."""
-        pos = torch.randperm(n, device=h.device)[:k]
-        index = _row_index(h, layout, pos)
-        xs = h[index].to(cdtype)  # (K, d), whatever h's strides
+        """The approximate mode: statistics and injected gradient on K random sample rows.
+        Returns the dense gradient when autograd may sum it (fp32/fp64 output), else
+        ``(pos, (K, d) values)`` for the output hook."""
+        # with replacement: O(K) to draw (randperm is O(n): 1.7 ms of a 131k-row map on a CPU,
+        # as much as the rest of the op); duplicates (~K^2/2n) are summed, so the n/K scaling
+        # stays unbiased
+        pos = torch.randint(n, (k,), device=h.device)
+        src = _dense(h)
+        xs = _flat(src).index_select(0, _row_offsets(src, layout, pos)).view(k, d).to(cdtype)
         xs = xs - xs.mean(dim=0, keepdim=True)
         cov = _gram(xs, self.matmul).div_(k - 1)
         self._check_finite(cov, h)
         m = self._grad_matrix(cov, n, d)  # the Algorithm-1 scaling uses the full n
         # (1/(n-1)) X M on the K rows, times n/K: an unbiased estimate of the dense sum
         m.mul_(g * ((n / k) / (n - 1)))
-        return index, _apply(xs, m, self.matmul)
+        vals = _apply(xs, m, self.matmul)
+        if cdtype != h.dtype:
+            return pos, vals
+        return _add_rows(torch.zeros_like(src), layout, pos, vals)
 
     def _combine(self, grad: torch.Tensor, injection, layout: str) -> torch.Tensor:
         """task gradient + VCR gradient, summed in the compute dtype, rounded once."""
@@ -494,11 +501,10 @@ class VCRLayer(nn.Module):
                 self._record_ratio(injection, grad)
             total = grad.to(cdtype) + injection
         else:
-            index, vals = injection
+            pos, vals = injection
             if self.record:
                 self._record_ratio(vals, grad)
-            total = grad.to(cdtype, copy=True)
-            total.index_put_(index, vals.to(cdtype), accumulate=True)
+            total = _add_rows(_dense(grad).to(cdtype, copy=True), layout, pos, vals.to(cdtype))
         if total.dtype == grad.dtype:
             return total
         if grad.dtype == torch.bfloat16 and self.rounding == "stochastic":
@@ -625,15 +631,36 @@ def _sample_matrix(h: torch.Tensor, layout: str):
     return x, x.shape[0], x.shape[1]
 
 
-def _row_index(h: torch.Tensor, layout: str, pos: torch.Tensor) -> tuple:
-    """An advanced index into ``h`` that selects sample rows ``pos`` (flat positions of the
-    sample space: N, N x T, or N x H x W) with all features: ``h[index]`` is (K, d) and
-    ``index_put_(index, ...)`` writes them back, for any strides."""
-    feature_dim = 1 if layout == "nchw" else h.dim() - 1
-    sample_shape = [s for i, s in enumerate(h.shape) if i != feature_dim]
-    coords = iter(torch.unravel_index(pos, sample_shape))
-    features = torch.arange(h.shape[feature_dim], device=h.device)[None, :]
-    return tuple(features if i == feature_dim else next(coords)[:, None] for i in range(h.dim()))
+def _dense(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself where its elements fill its memory in some order (contiguous or channels
+    last), else a contiguous copy: the approximate mode then addresses rows by flat offsets."""
+    if t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)):
+        return t
+    return t.contiguous()
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    """The 1-D view of a dense ``t``'s memory, in storage order."""
+    return t.as_strided((t.numel(),), (1,), t.storage_offset())
+
+
+def _row_offsets(t: torch.Tensor, layout: str, pos: torch.Tensor) -> torch.Tensor:
+    """Offsets into ``_flat(t)`` of the sample rows ``pos`` (flat positions of the sample space:
+    N, N x T, or N x H x W), all features of each: (K * d,), row-major. One 1-D gather or
+    index_add over them is ~3x faster on a CPU than the equivalent 4-index advanced indexing."""
+    feature_dim = 1 if layout == "nchw" else t.dim() - 1
+    sample_dims = [i for i in range(t.dim()) if i != feature_dim]
+    coords = torch.unravel_index(pos, [t.shape[i] for i in sample_dims])
+    base = sum(c * t.stride(i) for c, i in zip(coords, sample_dims))
+    step = torch.arange(t.shape[feature_dim], device=t.device) * t.stride(feature_dim)
+    return (base[:, None] + step[None, :]).view(-1)
+
+
+def _add_rows(t: torch.Tensor, layout: str, pos: torch.Tensor, vals: torch.Tensor):
+    """``t`` (dense) with the (K, d) ``vals`` added in place to its sample rows ``pos``; rows
+    drawn twice get both."""
+    _flat(t).index_add_(0, _row_offsets(t, layout, pos), vals.reshape(-1).to(t.dtype))
+    return t
 
 
 def _colsum(x: torch.Tensor, cdtype) -> torch.Tensor:
