@@ -202,6 +202,27 @@ def test_killed_run_resumes_bit_identical(tmp_path, reference_run, sig, workers)
     )
 
 
+def test_approximate_vcr_resumes_bit_identical(tmp_path, reference_run):
+    """vcr_max_samples: the rows drawn each backward come from the default generator, which the
+    checkpoint carries, so a run stopped mid-epoch and resumed draws the same rows."""
+    extra = ("vcr_max_samples=32",)
+    ref = tmp_path / "ref"
+    proc = _start(ref, extra=extra)
+    assert proc.wait(timeout=120) == 0, proc.stdout.read()
+    # sampling happened: the approximate run's weights differ from the exact reference's
+    approx, exact = backbone_state(ref), backbone_state(reference_run)
+    assert any(not torch.equal(approx[k], exact[k]) for k in approx)
+    progress, run_dir = tmp_path / "progress", tmp_path / "run"
+    proc = _start(run_dir, progress, sleep=0.05, extra=extra)
+    _wait_for_step(proc, progress, 9)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM, proc.stdout.read()
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=False)["step_in_epoch"] > 0
+    proc = _start(run_dir, extra=extra)
+    assert proc.wait(timeout=120) == 0, proc.stdout.read()
+    assert_same_state(backbone_state(run_dir), backbone_state(ref))
+
+
 # ---------------------------------------------------------------------------------------------
 # pieces: sampler, schedule, groups
 # ---------------------------------------------------------------------------------------------
