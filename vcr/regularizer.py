@@ -189,7 +189,7 @@ class _Pending:
     """One training forward of one VCRLayer whose zero scalar has not reached a backward yet.
 
     ``injection``: the VCR gradient computed in the zero scalar's backward and not yet added to
-    the task gradient by the block output's hook (low-precision outputs and ``max_samples``)."""
+    the task gradient by the block output's hook (low-precision outputs)."""
 
     __slots__ = ("zero", "consumed", "injection", "recorded")
 
@@ -210,8 +210,9 @@ class _VCRFunction(torch.autograd.Function):
     the op adds no aliasing view (in-place ops after it behave as without VCR).
 
     Where the VCR gradient meets the task gradient: for an fp32/fp64 output this backward
-    returns it and autograd sums the two. For a bf16/fp16 output (mixed precision) and for the
-    approximate mode it returns nothing; the output's gradient hook adds it to the task gradient
+    returns it (in the approximate mode a dense tensor, zero outside the K drawn rows) and
+    autograd sums the two. For a bf16/fp16 output (mixed precision) it returns nothing; the
+    output's gradient hook adds it to the task gradient
     in fp32 and rounds the sum once (``VCRLayer.rounding``), since autograd would round the VCR
     part to the output's dtype before summing and erase whatever lies below half a step of the
     task gradient. The zero scalar's backward always runs before that hook: H is one of its
@@ -294,8 +295,8 @@ class VCRLayer(nn.Module):
 
     ``max_samples=K`` (approximate VCR, off by default): when an output has n > K sample rows,
     K rows drawn at random each backward (uniformly, with replacement, from the device's default
-    generator: seeded, reproducible, checkpointed; a row drawn twice counts twice) estimate the statistics (mean, covariance,
-    standard deviations), and the gradient is injected into those K rows only, scaled by n/K so
+    generator: seeded, reproducible, checkpointed; a row drawn twice counts twice) estimate the
+    statistics (mean, covariance, standard deviations), and the gradient is injected into those K rows only, scaled by n/K so
     that its sum over rows, and so the parameter gradients, are unbiased for the gradient of the
     estimated loss. It approximates the exact op in two ways: the statistics are K-row estimates
     (with the Algorithm-1 scaling still using the full n), and the injected gradient is a sparse
@@ -504,7 +505,8 @@ class VCRLayer(nn.Module):
             pos, vals = injection
             if self.record:
                 self._record_ratio(vals, grad)
-            total = _add_rows(_dense(grad).to(cdtype, copy=True), layout, pos, vals.to(cdtype))
+            # the copy keeps a dense gradient's strides and makes any other one contiguous
+            total = _add_rows(grad.to(cdtype, copy=True), layout, pos, vals.to(cdtype))
         if total.dtype == grad.dtype:
             return total
         if grad.dtype == torch.bfloat16 and self.rounding == "stochastic":
@@ -647,7 +649,8 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
 def _row_offsets(t: torch.Tensor, layout: str, pos: torch.Tensor) -> torch.Tensor:
     """Offsets into ``_flat(t)`` of the sample rows ``pos`` (flat positions of the sample space:
     N, N x T, or N x H x W), all features of each: (K * d,), row-major. One 1-D gather or
-    index_add over them is ~3x faster on a CPU than the equivalent 4-index advanced indexing."""
+    index_add over them is 4-5x faster on a CPU than 4-index advanced indexing (measured on a
+    (128, 16, 32, 32) map: gather 0.10 vs 0.47 ms, scatter-add 0.19 vs 0.85 ms)."""
     feature_dim = 1 if layout == "nchw" else t.dim() - 1
     sample_dims = [i for i in range(t.dim()) if i != feature_dim]
     coords = torch.unravel_index(pos, [t.shape[i] for i in sample_dims])
