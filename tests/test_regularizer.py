@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from vcr.errors import ConfigError, NonFiniteError, VCRError
-from vcr.regularizer import VCRLayer, as_samples, vcr_loss, vcr_penalty, vcr_terms
+from vcr.fast_op_kernels import as_samples
+from vcr.regularizer import VCRLayer, vcr_loss, vcr_penalty, vcr_terms
 
 SHAPES = {"nd": (48, 6), "nchw": (4, 6, 3, 3), "nhwc": (4, 3, 3, 6), "ntd": (4, 9, 6)}
 

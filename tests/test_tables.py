@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from vcr.errors import ConfigError
+from vcr.names import TABLES
 from vcr.records import RunSpec, make_record
-from vcr.tables.paper import TABLES, load_paper_numbers, paper_value, table_meta
+from vcr.tables.paper import load_paper_numbers, paper_value, table_meta
 from vcr.tables.render import build_cells, render_markdown, render_table, unmatched_records
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -38,11 +38,11 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from vcr.errors import ConfigError, NonFiniteError
+from vcr.names import PLACEMENTS
 from vcr.regularizer import VCRLayer
 
 __all__ = [
     "ARCHITECTURES",
-    "PLACEMENTS",
     "VCRSites",
     "attach_vcr",
     "detach_vcr",
@@ -53,8 +53,6 @@ __all__ = [
     "vcr_sites",
     "vcr_stats",
 ]
-
-PLACEMENTS = ("none", "blocks", "final", "downsample", "blocks+downsample")
 
 
 @dataclass

@@ -27,6 +27,7 @@ import torch
 
 from vcr.cli import coerce, resolve_device, with_overrides
 from vcr.errors import ConfigError
+from vcr.names import COLLAPSE_METRICS
 from vcr.records import run_params_and_final
 from vcr.runlog import TaskProgress
 
@@ -367,5 +368,5 @@ def collapse_records(run_dir, manifest, *, feature_cache=None, sets=None, device
             test=values[m],
             extra=extras[m],
         )
-        for m in ("cdnv", "ncc", "mi")
+        for m in COLLAPSE_METRICS
     }

@@ -13,6 +13,10 @@ SCALES = ("mini", "rehearsal", "cifar", "paper")
 # VCR placements (App. A; Table 6's VCR1-4 are final, blocks, downsample, blocks+downsample).
 PLACEMENTS = ("none", "blocks", "final", "downsample", "blocks+downsample")
 COV_SCALES = ("eq2", "alg1")  # eq. 2 (1/(n-1)) | Algorithm 1 as printed (beta x (n-1))
+# The fast op's backward options (vcr.regularizer.VCRLayer; recipe keys vcr_rounding, vcr_matmul):
+# how a bf16 output's summed gradient is rounded, and the precision of the two products.
+VCR_ROUNDINGS = ("stochastic", "nearest")
+VCR_MATMULS = ("fp32", "bf16")
 
 PRETRAIN_METHODS = ("supervised", "simclr", "vicreg")
 TARGET_LABELS = ("default", "super", "sub")  # label sets of a dataset

@@ -24,7 +24,7 @@ from typing import Any
 
 from vcr.cli import with_overrides
 from vcr.errors import ConfigError
-from vcr.names import PRETRAIN_METHODS
+from vcr.names import PRETRAIN_METHODS, VCR_MATMULS, VCR_ROUNDINGS
 
 OPTIMIZERS = ("sgd", "sgd_nesterov", "adamw", "adam", "lars", "rmsprop")
 SCHEDULERS = ("cosine", "step", "constant")
@@ -153,8 +153,8 @@ class Recipe:
             "resolution": ("auto", "recipe", "native"),
             "auto_augment": ("", "ra", "ta_wide", "augmix", "imagenet"),
             "amp_dtype": ("bf16", "fp16", "none"),
-            "vcr_rounding": ("stochastic", "nearest"),
-            "vcr_matmul": ("fp32", "bf16"),
+            "vcr_rounding": VCR_ROUNDINGS,
+            "vcr_matmul": VCR_MATMULS,
             "ssl_augment": ("simclr", "vicreg"),
         }
         for key, allowed in checks.items():

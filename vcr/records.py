@@ -17,11 +17,7 @@ from typing import Any
 
 from vcr import io
 from vcr.errors import ConfigError
-
-PLACEMENTS = ("none", "blocks", "final", "downsample", "blocks+downsample")
-METHODS = ("supervised", "simclr", "vicreg")
-COV_SCALES = ("eq2", "alg1")
-INITS = ("scratch", "torchvision")  # vcr.names.RUN_INITS
+from vcr.names import COV_SCALES, PLACEMENTS, PRETRAIN_METHODS, RUN_INITS
 
 
 def fmt_float(x: float) -> str:
@@ -52,14 +48,14 @@ class RunSpec:
     init: str = "scratch"
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ConfigError(f"run.method={self.method!r}: expected one of {METHODS}")
+        if self.method not in PRETRAIN_METHODS:
+            raise ConfigError(f"run.method={self.method!r}: expected one of {PRETRAIN_METHODS}")
         if self.placement not in PLACEMENTS:
             raise ConfigError(f"run.placement={self.placement!r}: expected one of {PLACEMENTS}")
         if self.cov_scale not in COV_SCALES:
             raise ConfigError(f"run.cov_scale={self.cov_scale!r}: expected one of {COV_SCALES}")
-        if self.init not in INITS:
-            raise ConfigError(f"run.init={self.init!r}: expected one of {INITS}")
+        if self.init not in RUN_INITS:
+            raise ConfigError(f"run.init={self.init!r}: expected one of {RUN_INITS}")
         if self.init != "scratch" and self.placement != "none":
             raise ConfigError(f"run.init={self.init!r} is for baselines (placement none) only")
         for key in ("alpha", "beta", "lr", "delta"):

@@ -38,70 +38,24 @@ import math
 import torch
 from torch import nn
 
+from vcr import fast_op_kernels as kernels
 from vcr.errors import ConfigError, NonFiniteError, VCRError
+from vcr.fast_op_kernels import LAYOUTS, as_samples
+from vcr.names import COV_SCALES
+from vcr.names import VCR_MATMULS as MATMULS
+from vcr.names import VCR_ROUNDINGS as ROUNDINGS
 
 __all__ = [
-    "COV_SCALES",
-    "LAYOUTS",
     "VCRLayer",
-    "as_samples",
     "vcr_loss",
     "vcr_penalty",
     "vcr_terms",
 ]
 
-LAYOUTS = ("auto", "nd", "nchw", "nhwc", "ntd")
-COV_SCALES = ("eq2", "alg1")
-ROUNDINGS = ("stochastic", "nearest")  # of a bf16 output's summed gradient (VCRLayer.rounding)
-MATMULS = ("fp32", "bf16")  # precision of the backward's two products (VCRLayer.matmul)
 
 # An unconsumed zero scalar per layer is normal between a forward and its loss (e.g. two SSL
 # views through one backbone); this many means vcr_penalty is never being called.
 _MAX_PENDING = 16
-
-
-# --------------------------------------------------------------------------------------------
-# layouts
-# --------------------------------------------------------------------------------------------
-def _resolve_layout(h: torch.Tensor, layout: str) -> str:
-    if layout not in LAYOUTS:
-        raise ConfigError(f"vcr layout={layout!r} is not one of {LAYOUTS}")
-    if layout == "auto":
-        auto = {2: "nd", 3: "ntd", 4: "nchw"}
-        if h.dim() not in auto:
-            raise ConfigError(
-                f"vcr layout='auto' cannot place a {h.dim()}-D tensor of shape {tuple(h.shape)}; "
-                "give layout= one of 'nd', 'nchw', 'nhwc', 'ntd'"
-            )
-        return auto[h.dim()]
-    want = {"nd": 2, "ntd": 3, "nchw": 4, "nhwc": 4}[layout]
-    if h.dim() != want:
-        raise ConfigError(
-            f"vcr layout={layout!r} expects a {want}-D tensor, got shape {tuple(h.shape)}"
-        )
-    return layout
-
-
-def as_samples(h: torch.Tensor, layout: str = "auto") -> torch.Tensor:
-    """View ``h`` as the (n, d) matrix of samples x features.
-
-    Conv maps: every spatial position is a sample and channels are features, so NCHW moves the
-    channels last first (``flatten(0, -2)`` on NCHW would wrongly take W as the feature axis).
-    The result is a view when the memory layout allows (NCHW stored channels-last, NHWC, tokens),
-    a copy otherwise.
-    """
-    layout = _resolve_layout(h, layout)
-    if layout == "nchw":
-        h = h.movedim(1, -1)
-    return h.reshape(-1, h.shape[-1])
-
-
-def _from_samples(g: torch.Tensor, like: torch.Tensor, layout: str) -> torch.Tensor:
-    """Inverse of ``as_samples`` for a gradient ``g`` of shape (n, d)."""
-    if layout == "nchw":
-        n, c, hh, ww = like.shape
-        return g.view(n, hh, ww, c).movedim(-1, 1)
-    return g.view(like.shape)
 
 
 def _check_config(alpha, beta, eps, delta, cov_scale):
@@ -114,11 +68,6 @@ def _check_config(alpha, beta, eps, delta, cov_scale):
     for key, v in (("alpha", alpha), ("beta", beta)):
         if not math.isfinite(float(v)) or float(v) < 0:
             raise ConfigError(f"vcr {key}={v} must be a finite number >= 0")
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    # fp16/bf16 covariances overflow (X^T X with n ~ 2e5): at least fp32; float64 stays float64.
-    return torch.promote_types(dtype, torch.float32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -147,7 +96,7 @@ def vcr_terms(
     """
     _check_config(0.0, 0.0, eps, delta, cov_scale)
     x = as_samples(h, layout)
-    x = x.to(_compute_dtype(x.dtype))
+    x = x.to(kernels.compute_dtype(x.dtype))
     n, d = x.shape
     if n < 2:
         raise ValueError(f"vcr needs at least 2 samples (rows of the (n, d) matrix), got n={n}")
@@ -225,7 +174,7 @@ class _VCRFunction(torch.autograd.Function):
         ctx.save_for_backward(h)
         ctx.layer = layer
         ctx.pending = pending
-        return torch.zeros((), dtype=_compute_dtype(h.dtype), device=h.device)
+        return torch.zeros((), dtype=kernels.compute_dtype(h.dtype), device=h.device)
 
     @staticmethod
     def backward(ctx, g):
@@ -386,7 +335,7 @@ class VCRLayer(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         if not (self.training and torch.is_grad_enabled() and h.requires_grad):
             return h
-        layout = _resolve_layout(h, self.layout)
+        layout = kernels.resolve_layout(h, self.layout)
         n = h.numel() // h.shape[1 if layout == "nchw" else -1] if h.numel() else 0
         if n < 2:
             raise VCRError(
@@ -442,23 +391,23 @@ class VCRLayer(nn.Module):
         """The VCR gradient of ``h``: a dense tensor shaped like ``h`` (in ``h``'s dtype when
         autograd may sum it, else in the compute dtype), or ``(rows, values)`` for the K rows
         of the approximate mode."""
-        layout = _resolve_layout(h, self.layout)
+        layout = kernels.resolve_layout(h, self.layout)
         with torch.autocast(device_type=h.device.type, enabled=False):
-            x, n, d = _sample_matrix(h, layout)
-            cdtype = _compute_dtype(h.dtype)
+            x, n, d = kernels.sample_matrix(h, layout)
+            cdtype = kernels.compute_dtype(h.dtype)
             k = self.max_samples
             if k is not None and n > k and not self.global_stats:
                 return self._sampled_injection(h, layout, n, d, k, g.to(cdtype), cdtype)
-            colsum = _colsum(x, cdtype)
+            colsum = kernels.colsum(x, cdtype)
             world = 1
             if self.global_stats:
                 colsum, n, world = self._all_reduce_sums(colsum, n)
             # centred copy in the compute dtype, one pass (the subtraction promotes bf16/fp16)
-            x = _center(x, colsum / n, cdtype)
+            x = kernels.center(x, colsum / n, cdtype)
             if self._use_sample_gram(x, n, d):
                 grad = self._grad_by_sample_gram(x, n, d, g.to(cdtype), h)
             else:
-                gram = _gram(x, self.matmul)
+                gram = kernels.gram(x, self.matmul)
                 if self.global_stats:
                     import torch.distributed as dist
 
@@ -468,10 +417,10 @@ class VCRLayer(nn.Module):
                 m = self._grad_matrix(cov, n, d)
                 # one (d, d) scale carries 1/(n-1), the loss scale g and the DDP world size
                 m.mul_(g.to(cdtype) * (world / (n - 1)))
-                grad = _apply(x, m, self.matmul)
+                grad = kernels.apply_m(x, m, self.matmul)
         # fp32/fp64 output: autograd sums it with the task gradient; low precision: the compute
         # dtype, summed with the task gradient by the output hook
-        return _restore(grad, h, layout)
+        return kernels.restore(grad, h, layout)
 
     def _sampled_injection(self, h, layout, n, d, k, g, cdtype):
         """The approximate mode: statistics and injected gradient on K random sample rows.
@@ -481,22 +430,27 @@ class VCRLayer(nn.Module):
         # as much as the rest of the op); duplicates (~K^2/2n) are summed, so the n/K scaling
         # stays unbiased
         pos = torch.randint(n, (k,), device=h.device)
-        src = _dense(h)
-        xs = _flat(src).index_select(0, _row_offsets(src, layout, pos)).view(k, d).to(cdtype)
+        src = kernels.dense(h)
+        xs = (
+            kernels.flat(src)
+            .index_select(0, kernels.row_offsets(src, layout, pos))
+            .view(k, d)
+            .to(cdtype)
+        )
         xs = xs - xs.mean(dim=0, keepdim=True)
-        cov = _gram(xs, self.matmul).div_(k - 1)
+        cov = kernels.gram(xs, self.matmul).div_(k - 1)
         self._check_finite(cov, h)
         m = self._grad_matrix(cov, n, d)  # the Algorithm-1 scaling uses the full n
         # (1/(n-1)) X M on the K rows, times n/K: an unbiased estimate of the dense sum
         m.mul_(g * ((n / k) / (n - 1)))
-        vals = _apply(xs, m, self.matmul)
+        vals = kernels.apply_m(xs, m, self.matmul)
         if cdtype != h.dtype:
             return pos, vals
-        return _add_rows(torch.zeros_like(src), layout, pos, vals)
+        return kernels.add_rows(torch.zeros_like(src), layout, pos, vals)
 
     def _combine(self, grad: torch.Tensor, injection, layout: str) -> torch.Tensor:
         """task gradient + VCR gradient, summed in the compute dtype, rounded once."""
-        cdtype = _compute_dtype(grad.dtype)
+        cdtype = kernels.compute_dtype(grad.dtype)
         if isinstance(injection, torch.Tensor):
             if self.record:
                 self._record_ratio(injection, grad)
@@ -506,11 +460,11 @@ class VCRLayer(nn.Module):
             if self.record:
                 self._record_ratio(vals, grad)
             # the copy keeps a dense gradient's strides and makes any other one contiguous
-            total = _add_rows(grad.to(cdtype, copy=True), layout, pos, vals.to(cdtype))
+            total = kernels.add_rows(grad.to(cdtype, copy=True), layout, pos, vals.to(cdtype))
         if total.dtype == grad.dtype:
             return total
         if grad.dtype == torch.bfloat16 and self.rounding == "stochastic":
-            return _round_stochastic_bf16(total)
+            return kernels.round_stochastic_bf16(total)
         return total.to(grad.dtype)
 
     def _record_ratio(self, vcr_grad: torch.Tensor, task_grad: torch.Tensor) -> None:
@@ -569,7 +523,7 @@ class VCRLayer(nn.Module):
         return self.product == "samples" or 2 * n <= d
 
     def _grad_by_sample_gram(self, x, n: int, d: int, g, h) -> torch.Tensor:
-        k = _mm(x, x.t(), self.matmul)  # (n, n)
+        k = kernels.mm(x, x.t(), self.matmul)  # (n, n)
         self._check_finite(k, h)
         var = x.square().sum(dim=0) / (n - 1)
         # ||Ctil||_F^2 = ||C||_F^2 - sum_j C_jj^2, ||C||_F = ||K||_F / (n-1)
@@ -578,7 +532,7 @@ class VCRLayer(nn.Module):
         # X M = coef * (X C - X diag(C)) - (alpha/d) X diag(dvec),  X C = K X / (n-1)
         col = var * (-cov_coef) - dvec * (self.alpha / d)
         scale = g * (1.0 / (n - 1))
-        grad = _mm(k, x, self.matmul).mul_(cov_coef / (n - 1)).addcmul_(x, col)
+        grad = kernels.mm(k, x, self.matmul).mul_(cov_coef / (n - 1)).addcmul_(x, col)
         return grad.mul_(scale)
 
     def _grad_matrix(self, cov: torch.Tensor, n: int, d: int) -> torch.Tensor:
@@ -607,108 +561,6 @@ class VCRLayer(nn.Module):
         buf = torch.cat([colsum, colsum.new_full((1,), float(n))])
         dist.all_reduce(buf)
         return buf[:-1], int(round(float(buf[-1]))), dist.get_world_size()
-
-
-def _round_stochastic_bf16(x: torch.Tensor) -> torch.Tensor:
-    """fp32 -> bf16 with unbiased stochastic rounding: add uniform noise below the 16 bits that
-    bf16 drops, then truncate (P(round up in magnitude) = the dropped fraction)."""
-    bits = x.view(torch.int32)  # in place: x is the hook's own fp32 sum
-    noise = torch.randint(0, 1 << 16, bits.shape, dtype=torch.int32, device=x.device)
-    return bits.add_(noise).bitwise_and_(-65536).view(torch.float32).to(torch.bfloat16)
-
-
-# Backward kernels on one block output, in its own memory layout. A contiguous NCHW map with at
-# least as many positions as channels (H*W >= C) is handled as N batches of (C, H*W) matrices:
-# moving channels last first would cost a copy, and returning a channels-last gradient for a
-# channels-first activation makes autograd's accumulation and the conv backward run on mixed
-# strides (measured: ~3x the op's own cost). Small late-stage maps (H*W < C; e.g. 1x1 or 2x2
-# with 256 channels) take the (n, d) route instead: there the (N, C, C) batched Gram would be
-# larger than the map itself, and the channels-last copy is small. Everything else is viewed as
-# the (n, d) matrix (a view for nd, ntd, nhwc and channels-last NCHW storage).
-def _sample_matrix(h: torch.Tensor, layout: str):
-    if layout == "nchw" and h.is_contiguous() and h.shape[2] * h.shape[3] >= h.shape[1]:
-        x = h.reshape(h.shape[0], h.shape[1], -1)  # (N, C, L)
-        return x, x.shape[0] * x.shape[2], x.shape[1]
-    x = as_samples(h, layout)
-    return x, x.shape[0], x.shape[1]
-
-
-def _dense(t: torch.Tensor) -> torch.Tensor:
-    """``t`` itself where its elements fill its memory in some order (contiguous or channels
-    last), else a contiguous copy: the approximate mode then addresses rows by flat offsets."""
-    if t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)):
-        return t
-    return t.contiguous()
-
-
-def _flat(t: torch.Tensor) -> torch.Tensor:
-    """The 1-D view of a dense ``t``'s memory, in storage order."""
-    return t.as_strided((t.numel(),), (1,), t.storage_offset())
-
-
-def _row_offsets(t: torch.Tensor, layout: str, pos: torch.Tensor) -> torch.Tensor:
-    """Offsets into ``_flat(t)`` of the sample rows ``pos`` (flat positions of the sample space:
-    N, N x T, or N x H x W), all features of each: (K * d,), row-major. One 1-D gather or
-    index_add over them is 4-5x faster on a CPU than 4-index advanced indexing (measured on a
-    (128, 16, 32, 32) map: gather 0.10 vs 0.47 ms, scatter-add 0.19 vs 0.85 ms)."""
-    feature_dim = 1 if layout == "nchw" else t.dim() - 1
-    sample_dims = [i for i in range(t.dim()) if i != feature_dim]
-    coords = torch.unravel_index(pos, [t.shape[i] for i in sample_dims])
-    base = sum(c * t.stride(i) for c, i in zip(coords, sample_dims))
-    step = torch.arange(t.shape[feature_dim], device=t.device) * t.stride(feature_dim)
-    return (base[:, None] + step[None, :]).view(-1)
-
-
-def _add_rows(t: torch.Tensor, layout: str, pos: torch.Tensor, vals: torch.Tensor):
-    """``t`` (dense) with the (K, d) ``vals`` added in place to its sample rows ``pos``; rows
-    drawn twice get both."""
-    _flat(t).index_add_(0, _row_offsets(t, layout, pos), vals.reshape(-1).to(t.dtype))
-    return t
-
-
-def _colsum(x: torch.Tensor, cdtype) -> torch.Tensor:
-    return x.sum(dim=(0, 2), dtype=cdtype) if x.dim() == 3 else x.sum(dim=0, dtype=cdtype)
-
-
-def _center(x: torch.Tensor, mean: torch.Tensor, cdtype) -> torch.Tensor:
-    mean = mean.to(cdtype)
-    if x.dim() == 3:
-        return torch.sub(x, mean[:, None]) if x.dtype != cdtype else x - mean[:, None]
-    return x - mean
-
-
-def _mm(a: torch.Tensor, b: torch.Tensor, matmul: str) -> torch.Tensor:
-    """``a @ b`` in fp32 (``matmul="fp32"``) or from bf16-rounded inputs with fp32 accumulation
-    and output (``"bf16"``: tensor cores on CUDA, the same arithmetic emulated elsewhere)."""
-    if matmul == "fp32" or a.dtype == torch.float64:
-        return torch.matmul(a, b)
-    a16, b16 = a.to(torch.bfloat16), b.to(torch.bfloat16)
-    if a.is_cuda and a.dim() == 2 and b.dim() == 2:
-        return torch.mm(a16, b16, out_dtype=torch.float32)
-    if a.is_cuda:
-        return torch.bmm(*torch.broadcast_tensors(a16, b16), out_dtype=torch.float32)
-    return torch.matmul(a16.float(), b16.float())
-
-
-def _gram(x: torch.Tensor, matmul: str = "fp32") -> torch.Tensor:
-    if x.dim() == 3:
-        return _mm(x, x.transpose(1, 2), matmul).sum(dim=0)
-    return _mm(x.t(), x, matmul)
-
-
-def _apply(x: torch.Tensor, m: torch.Tensor, matmul: str = "fp32") -> torch.Tensor:
-    # M is symmetric: X M for rows; M X_b for each (C, L) batch
-    return _mm(m, x, matmul) if x.dim() == 3 else _mm(x, m, matmul)
-
-
-def _restore(grad: torch.Tensor, h: torch.Tensor, layout: str) -> torch.Tensor:
-    if grad.dim() == 3:
-        return grad.view(h.shape)
-    grad = _from_samples(grad, h, layout)
-    if layout == "nchw" and h.is_contiguous():
-        # give the gradient the activation's own strides (see _sample_matrix)
-        grad = grad.contiguous()
-    return grad
 
 
 def _collect_layers(model) -> list[VCRLayer]:

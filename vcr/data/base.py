@@ -28,10 +28,10 @@ import numpy as np
 
 from vcr import io
 from vcr.errors import ConfigError, DatasetError
+from vcr.names import TARGET_LABELS as TARGETS
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test", "trainval")
-TARGETS = ("default", "super", "sub")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

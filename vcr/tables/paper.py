@@ -12,9 +12,9 @@ import functools
 from pathlib import Path
 
 from vcr.errors import ConfigError
+from vcr.names import TABLES
 
 PAPER_NUMBERS_PATH = Path(__file__).with_name("paper_numbers.yaml")
-TABLES = ("table1", "table2", "table3", "table4", "table5", "table6")
 
 
 @functools.lru_cache(maxsize=4)
