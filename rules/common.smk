@@ -58,6 +58,14 @@ def pretrain_overrides(wildcards):
     return list(PLAN.pretrain_job(wildcards.run).overrides)
 
 
+@store_parameters
+def pretrain_then_probe(wildcards):
+    """The run's probe jobs to run inside this job once it has finished (JSON; "": none):
+    config probe_in_pretrain, vcr/probe_staging.py."""
+    probes = PLAN.then_probe(wildcards.run)
+    return json.dumps(probes, separators=(",", ":")) if probes else ""
+
+
 # --- probe (rules/probe.smk)
 @store_parameters
 def probe_manifests(wildcards):

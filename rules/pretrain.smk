@@ -4,7 +4,8 @@
 # the file is checked by the trainer at run time, so a dry run works without it).
 # The trainer resumes from checkpoint.pt (not a declared output, so Snakemake keeps it across
 # failures); a SLURM retry or a rerun continues where the last attempt stopped. backbone.pt is
-# written last, only on success.
+# written last, only on success. Where the scale sets probe_in_pretrain (mini), the job then runs
+# the run's probe jobs itself and stages their records for them (vcr/probe_staging.py).
 
 
 rule pretrain:
@@ -23,6 +24,7 @@ rule pretrain:
         run=pretrain_spec,
         init_weights=pretrain_init_weights,
         recipe_overrides=pretrain_overrides,
+        then_probe=pretrain_then_probe,
     threads: 1
     conda:
         "../envs/vcr.yaml"
@@ -37,5 +39,6 @@ rule pretrain:
         " --seed {params.run.seed} --cov-scale {params.run.cov_scale} --delta {params.run.delta}"
         " --init {params.run.init}"
         " --manifest {input.manifest} --init-weights={params.init_weights:q}"
-        " --set {params.recipe_overrides:q} --device {params.device} --threads {threads}"
+        " --set {params.recipe_overrides:q} --then-probe={params.then_probe:q}"
+        " --device {params.device} --threads {threads}"
         " >> {log} 2>&1"

@@ -8,7 +8,8 @@
 
 The flags are the fields of the run's ``vcr.records.RunSpec``. Resumes from
 RUN_DIR/checkpoint.pt when present. Exit status 128+signal after a SIGTERM/SIGUSR1 checkpoint
-(resubmit to resume). Runs under torchrun or srun unchanged.
+(resubmit to resume). Runs under torchrun or srun unchanged. ``--then-probe JSON``: afterwards,
+the run's probe jobs in this process, their records staged for them (vcr/probe_staging.py).
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--init-weights", default=None, help="torchvision state dict (Table 1); empty: none"
     )
     add_set_argument(p, help="recipe overrides (vcr.recipes keys)")
+    p.add_argument(
+        "--then-probe",
+        default="",
+        help="JSON list of the run's probe jobs to run here once it has finished, their records "
+        "staged for those jobs (config probe_in_pretrain; vcr/probe_staging.py); empty: none",
+    )
     add_compute_arguments(p)
     return p
 
@@ -77,6 +84,12 @@ def main(argv=None) -> int:
     except Preempted as p:
         print(f"{args.out}: {p}; resubmit to resume", file=sys.stderr, flush=True)
         return 128 + int(p.signum)
+    if args.then_probe:
+        import json
+
+        from vcr.probe_staging import probe_ahead
+
+        probe_ahead(args.out, json.loads(args.then_probe), threads=args.threads)
     return 0
 
 

@@ -8,7 +8,9 @@ Writes one metric record (vcr.records), or a JSON list of records when several e
 are given (one manifest per dataset, same order). Features are cached under
 DIR/<dataset>-<target>/<split>.pt (default DIR: RUN_DIR/features). ``--set`` keys: the
 protocol's config fields (vcr.probes: LbfgsConfig, SgdConfig, AdamwConfig, FinetuneConfig) and
-target, extract_batch_size, extract_workers, cache_dtype.
+target, extract_batch_size, extract_workers, cache_dtype. Where the run's pretraining job
+already probed it for exactly these arguments (config probe_in_pretrain; vcr/probe_staging.py),
+takes those records instead.
 """
 
 import argparse
@@ -26,6 +28,14 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True)
     add_run_evaluation_arguments(ap, set_help="protocol config keys and the common settings")
     args = ap.parse_args(argv)
+
+    from vcr.probe_staging import take_staged
+
+    # records the run's pretraining job computed for exactly this job (probe_in_pretrain)
+    job = (args.protocol, args.eval_dataset, args.manifest, args.sets, args.feature_cache)
+    if take_staged(args.out, args.run, *job, args.device):
+        print(f"{args.out}: the records the pretraining job staged for this job", flush=True)
+        return 0
 
     from vcr.probes import evaluate_run
     from vcr.records import write_records

@@ -122,6 +122,7 @@ class JobCost:
     deps: tuple[str, ...] = ()
     note: str = ""  # what the estimate is made of
     outputs: tuple[str, ...] = ()  # the files that mark it done
+    hosted_s: float = 0.0  # of ``seconds``: other jobs' work it runs (probe_in_pretrain)
 
     @property
     def log(self) -> str:
@@ -160,6 +161,20 @@ def _rate_time(images: float, rate: float | None, devices: int, *, folded=False)
     if rate is None or rate <= 0:
         return 0.0 if folded else math.nan
     return images / (rate * max(1, devices))
+
+
+def _probes_in_pretrain(jobs: dict[str, JobCost], start: float, taken_s: float) -> None:
+    """probe_in_pretrain (vcr/probe_staging.py): each probe job's work, its estimate less the
+    start-up, runs inside its run's pretraining job; the probe job only takes the staged records
+    (``job_s["probe_staged"]``)."""
+    for job in [j for j in jobs.values() if j.rule == "probe"]:
+        host = jobs[job.deps[0]]
+        work = job.seconds - start
+        host.seconds += work
+        host.hosted_s += work
+        host.note += f" + {Path(job.id).stem.split('-', 1)[0]} probe"
+        job.seconds = taken_s
+        job.note += ", staged in pretrain"
 
 
 def job_costs(plan, fig: Figures) -> dict[str, JobCost]:
@@ -240,6 +255,8 @@ def job_costs(plan, fig: Figures) -> dict[str, JobCost]:
                 secs += _rate_time(images, rate, g or c, folded=True)
         note = f"{len(ev.datasets)} dataset(s)"
         jobs[jid] = JobCost(jid, "probe", secs, g, c, deps, note, ev.outputs)
+    if plan.sc.get("probe_in_pretrain"):
+        _probes_in_pretrain(jobs, start, job_s("probe_staged"))
     for method in plan.two_moons:
         jid = f"{bench}/two_moons/{method}.tsv"
         g, c = units(plan.resources.merged("two_moons"))
@@ -644,7 +661,9 @@ def derive_figures(plan, figures: Figures | None = None, start_s: float | None =
             pre = plan.pretrain[key]
             recipe = get_recipe(pre.spec.recipe, **_sets(pre.overrides))
             images = recipe.epochs * _images(fig, pre.spec.dataset, "train")
-            add("train_images_per_s", pre.spec.recipe, images, cpu - start)
+            add("train_images_per_s", pre.spec.recipe, images, cpu - start - job.hosted_s)
+        elif job.rule == "probe" and plan.sc.get("probe_in_pretrain"):
+            add("job_s", "probe_staged", 1, cpu)  # its work was measured in pretrain's CPU
         elif job.rule == "probe":
             protocol = Path(jid).stem.split("-", 1)[0]
             n = int(job.note.split()[0])

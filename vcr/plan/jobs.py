@@ -168,6 +168,7 @@ class Plan:
         if self.scale not in scales:
             raise ConfigError(f"scales.{self.scale}: missing from the config")
         self.sc = scales[self.scale]
+        self._probes_by_run: dict | None = None  # Plan.then_probe's index, built on first use
         self.work = f"{config.get('work_root', 'work')}/{self.scale}"
         self.results = config.get("results_root", "results")
         self.data_root = str(config.get("data_root", "data"))
@@ -551,6 +552,38 @@ class Plan:
         if job.init_weights:  # importing weights needs no GPU and no time
             return self.resources.merged("import_weights")
         return self.resources.merged("pretrain", job.spec.recipe, job.spec.dataset)
+
+    def probe_call(self, ev: Evaluation, key: str) -> dict:
+        """The arguments the ``probe`` rule gives probe.py for ``ev`` on run ``key``, as a dict
+        (a study cell's and ``--then-probe``'s JSON)."""
+        return {
+            "protocol": ev.protocol,
+            "datasets": [d for d, _ in ev.datasets],
+            "manifests": list(ev.manifests),
+            "settings": ev.settings,
+            "feature_cache": self.feature_cache(key),
+            "device": self.device("probe", ev.protocol),
+            "out": ev.outputs[0],
+        }
+
+    def then_probe(self, key: str) -> list[dict]:
+        """The probe jobs a pretraining job runs itself once its run has finished, their records
+        staged for those jobs (``scales.<scale>.probe_in_pretrain``; vcr/probe_staging.py)."""
+        if not self.sc.get("probe_in_pretrain", False):
+            return []
+        if self._probes_by_run is None:
+            self._probes_by_run = {}
+            for ev in self.evals.values():
+                if ev.kind == "probe":
+                    self._probes_by_run.setdefault(ev.run, {})[id(ev)] = ev
+        evs = list(self._probes_by_run.get(key, {}).values())
+        if evs and self.launcher(key) != "python":
+            raise ConfigError(
+                f"run {key}: scales.{self.scale}.probe_in_pretrain probes inside the pretraining "
+                f"process, but its resources launch it with {self.launcher(key)!r}: one plain "
+                "process only (set probe_in_pretrain: false at this scale)"
+            )
+        return [self.probe_call(ev, key) for ev in evs]
 
     def launcher(self, key: str) -> str:
         """``python`` or the ``vcr.launch`` line of a pretraining job's resources."""

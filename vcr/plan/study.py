@@ -102,15 +102,7 @@ class StudyPlan:
                     "manifest": job.manifest,
                     "overrides": list(job.overrides),
                     "device": plan.device("pretrain", key),
-                    "probe": {
-                        "protocol": ev.protocol,
-                        "datasets": [d for d, _ in ev.datasets],
-                        "manifests": list(ev.manifests),
-                        "settings": ev.settings,
-                        "feature_cache": plan.feature_cache(key),
-                        "device": plan.device("probe", ev.protocol),
-                        "out": ev.outputs[0],
-                    },
+                    "probe": plan.probe_call(ev, key),
                 }
             )
         return {"cell": cell, "runs": runs}

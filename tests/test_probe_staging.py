@@ -1,0 +1,119 @@
+"""probe_in_pretrain (vcr/probe_staging.py): a pretraining job that probes its run itself hands
+its probe job records identical (but for the wall time) to the ones that job computes on its own, and a probe job
+never takes records made for other arguments, another backbone or other code."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from vcr import probe_staging  # noqa: E402
+
+PROBE_SETS = ["num_lambdas=3", "tol=0.001"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One finished mini run whose pretraining job probed it (lbfgs on mini_color) and staged
+    the records, as the pretrain rule runs it with probe_in_pretrain."""
+    import json
+
+    from vcr.data import prepare_dataset
+    from workflow_scripts import pretrain
+
+    root = tmp_path_factory.mktemp("staging")
+    man = {
+        name: str(prepare_dataset(name, data_root=root / "raw", out_dir=root / name))
+        for name in ("mini_objects", "mini_color")
+    }
+    out = root / "runs" / "r"
+    probe = {
+        "protocol": "lbfgs", "datasets": ["mini_color"], "manifests": [man["mini_color"]],
+        "settings": PROBE_SETS, "feature_cache": str(root / "features"), "device": "cpu",
+        "out": str(out / "eval" / "lbfgs-mini_color.json"),
+    }  # fmt: skip
+    argv = [
+        f"--out={out}", f"--manifest={man['mini_objects']}", "--set", "epochs=1",
+        "warmup_epochs=0", "--scale=mini", "--method=supervised", "--arch=mini_convnext",
+        "--dataset=mini_objects", "--target=super", "--recipe=mini_study", "--placement=blocks",
+        "--alpha=0.16", "--beta=0.04", "--seed=0", "--device=cpu", "--threads=1",
+        f"--then-probe={json.dumps([probe])}",
+    ]  # fmt: skip
+    assert pretrain.main(argv) == 0
+    return out, probe
+
+
+def _probe_argv(probe, out, feature_cache):
+    return [
+        f"--run={Path(probe['out']).parents[1]}", f"--protocol={probe['protocol']}",
+        "--eval-dataset", *probe["datasets"], "--manifest", *probe["manifests"],
+        "--set", *probe["settings"], f"--feature-cache={feature_cache}", f"--out={out}",
+        "--device=cpu", "--threads=1",
+    ]  # fmt: skip
+
+
+def test_the_probe_job_takes_records_identical_to_its_own(run, tmp_path):
+    from vcr import io
+    from workflow_scripts import probe as probe_cli
+
+    out, probe = run
+    staged = probe_staging.staged_path(probe["out"])
+    assert staged.is_file()
+    assert probe_cli.main(_probe_argv(probe, probe["out"], probe["feature_cache"])) == 0
+    assert not staged.exists()  # taken once
+    # the same job on its own, from scratch (its own feature cache, no staged records)
+    alone = tmp_path / "eval" / "lbfgs-mini_color.json"
+    assert probe_cli.main(_probe_argv(probe, alone, tmp_path / "features")) == 0
+    assert _without_timings(io.read_json(probe["out"])) == _without_timings(io.read_json(alone))
+
+
+def _without_timings(obj):
+    """A record less its "seconds" (the probe's wall time, the only field that may differ)."""
+    if isinstance(obj, dict):
+        return {k: _without_timings(v) for k, v in obj.items() if k != "seconds"}
+    if isinstance(obj, list):
+        return [_without_timings(v) for v in obj]
+    return obj
+
+
+@pytest.mark.parametrize("change", ["settings", "backbone", "code"])
+def test_staged_records_are_never_taken_for_another_job(run, tmp_path, monkeypatch, change):
+    from vcr import io
+
+    out, probe = run
+    target = tmp_path / "eval" / "lbfgs-mini_color.json"
+    args = [out, "lbfgs", probe["datasets"], probe["manifests"], PROBE_SETS,
+            probe["feature_cache"], "cpu"]  # fmt: skip
+    record = {"key": probe_staging.probe_key(*args), "records": [{"test": 0.5}]}
+    io.write_json(probe_staging.staged_path(target), record)
+    backbone = out / "backbone.pt"
+    mtime = backbone.stat().st_mtime_ns
+    try:
+        if change == "settings":
+            args[4] = ["num_lambdas=4", "tol=0.001"]
+        elif change == "backbone":  # retrained since
+            os.utime(backbone, ns=(mtime, mtime + 1_000_000_000))
+        else:
+            monkeypatch.setattr(probe_staging, "_code_fingerprint", lambda: "other code")
+        assert probe_staging.take_staged(target, *args) is False
+    finally:
+        os.utime(backbone, ns=(mtime, mtime))
+    assert not target.exists() and not probe_staging.staged_path(target).exists()
+
+
+def test_staged_records_for_this_job_are_taken(run, tmp_path):
+    from vcr import io
+
+    out, probe = run
+    target = tmp_path / "eval" / "lbfgs-mini_color.json"
+    args = [out, "lbfgs", probe["datasets"], probe["manifests"], PROBE_SETS,
+            probe["feature_cache"], "cpu"]  # fmt: skip
+    rec = {k: 0 for k in ("scale", "method")}
+    io.write_json(probe_staging.staged_path(target), {"key": probe_staging.probe_key(*args),
+                                                      "records": [rec]})  # fmt: skip
+    with pytest.raises(ValueError, match="misses keys"):  # taken: write_records checks it
+        probe_staging.take_staged(target, *args)
