@@ -59,6 +59,13 @@ def pretrain_overrides(wildcards):
 
 
 @store_parameters
+def pretrain_probe_manifests(wildcards):
+    """The datasets of the probes a pretraining job runs itself (config probe_in_pretrain)."""
+    probes = PLAN.then_probe(wildcards.run)
+    return list(dict.fromkeys(m for p in probes for m in p["manifests"]))
+
+
+@store_parameters
 def pretrain_then_probe(wildcards):
     """The run's probe jobs to run inside this job once it has finished (JSON; "": none):
     config probe_in_pretrain, vcr/probe_staging.py."""

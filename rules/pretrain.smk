@@ -11,6 +11,7 @@
 rule pretrain:
     input:
         manifest=pretrain_manifest,
+        probe_manifests=pretrain_probe_manifests,
     output:
         backbone=f"{WORK}/runs/{{run}}/backbone.pt",
         final=f"{WORK}/runs/{{run}}/final.json",

@@ -48,8 +48,9 @@ def _code_fingerprint() -> str:
 
 
 def probe_key(run_dir, protocol, datasets, manifests, sets, feature_cache, device) -> str:
-    """What a probe job's records depend on: its arguments, the backbone file, the code."""
-    backbone = os.stat(Path(run_dir) / "backbone.pt")
+    """What a probe job's records depend on: its arguments, the backbone's content, the code."""
+    # the backbone's bytes, not its mtime: Snakemake touches a job's outputs after it ends
+    backbone = hashlib.sha256(Path(run_dir, "backbone.pt").read_bytes()).hexdigest()
     ident = {
         "run": os.path.normpath(str(run_dir)),
         "protocol": protocol,
@@ -58,7 +59,7 @@ def probe_key(run_dir, protocol, datasets, manifests, sets, feature_cache, devic
         "sets": parse_sets(list(sets)),
         "feature_cache": None if feature_cache is None else os.path.normpath(str(feature_cache)),
         "device": device,
-        "backbone": [backbone.st_size, backbone.st_mtime_ns],
+        "backbone": backbone,
         "code": _code_fingerprint(),
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()

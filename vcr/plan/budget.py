@@ -173,6 +173,7 @@ def _probes_in_pretrain(jobs: dict[str, JobCost], start: float, taken_s: float) 
         host.seconds += work
         host.hosted_s += work
         host.note += f" + {Path(job.id).stem.split('-', 1)[0]} probe"
+        host.deps = tuple(dict.fromkeys((*host.deps, *job.deps[1:])))  # its probe datasets
         job.seconds = taken_s
         job.note += ", staged in pretrain"
 
