@@ -41,6 +41,7 @@ def expected_jobs(scale: str, config: dict | None = None, design: dict | None = 
     cov_scale = config.get("cov_scale", "eq2")
     resnet50 = config.get("table1", {}).get("resnet50_recipe", "tv_resnet50_v2")
     out, all_runs, all_evals, all_data = {}, set(), set(), set()
+    table_runs, table_data, probe_data = {}, {}, {}  # probe_data: run -> its probes' datasets
     for name, table in design["tables"].items():
         points, lrs = _grid(sc, design, name)
         lrs = lrs if table["sweep_lr"] else [0]
@@ -82,6 +83,7 @@ def expected_jobs(scale: str, config: dict | None = None, design: dict | None = 
                             evals.add((run, proto, ev))
                             continue
                         data.add(ev.split("/")[0])
+                        probe_data.setdefault(run, set()).add(ev.split("/")[0])
                         proto = protocols.get(proto, proto)
                         group = "all" if grouping == "per_protocol" else ev
                         evals.add((run, proto, group))
@@ -93,9 +95,16 @@ def expected_jobs(scale: str, config: dict | None = None, design: dict | None = 
             r = rule.get(proto, "probe")
             counts[r] = counts.get(r, 0) + 1
         out[name] = {k: v for k, v in sorted(counts.items()) if v}
+        table_runs[name], table_data[name] = runs, data
         all_runs |= runs
         all_evals |= evals
         all_data |= data
+    if sc.get("probe_in_pretrain"):
+        # a pretraining job also probes its run (every table's probes of it), so it needs
+        # those datasets prepared, whichever table asked for the run
+        for name, runs in table_runs.items():
+            data = table_data[name].union(*(probe_data.get(r, set()) for r in runs))
+            out[name]["prepare_data"] = len(data)
     methods = sc.get("two_moons", {}).get("methods", design["figure2"]["methods"])
     out["figure2"] = {"plot_figure2": 1, "two_moons": len(methods)}
     n_tables = len(design["tables"])

@@ -34,6 +34,8 @@ def table_jobs(plan, table: str) -> dict[str, int]:
     for run in runs:
         add("pretrain")
         datasets.add(plan.pretrain[run].spec.dataset)
+        # probe_in_pretrain: the job also probes its run, so it needs those datasets too
+        datasets.update(d for p in plan.then_probe(run) for d in p["datasets"])
     seen = set()
     for rec in records:
         ev = plan.evals[rec]
