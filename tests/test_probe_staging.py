@@ -11,9 +11,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from record_helpers import without_timings  # noqa: E402
+
 from vcr import probe_staging  # noqa: E402
 
 PROBE_SETS = ["num_lambdas=3", "tol=0.001"]
+# a record with every key vcr.records.write_records checks
+RECORD = {"run": {}, "protocol": "lbfgs", "metric": "top1", "val": 0.5, "test": 0.5, "extra": {}}
 
 
 @pytest.fixture(scope="module")
@@ -72,16 +76,7 @@ def test_the_probe_job_takes_records_identical_to_its_own(run, tmp_path, capsys)
     # the same job on its own, from scratch (its own feature cache, no staged records)
     alone = tmp_path / "eval" / "lbfgs-mini_color.json"
     assert probe_cli.main(_probe_argv(probe, alone, tmp_path / "features")) == 0
-    assert _without_timings(io.read_json(probe["out"])) == _without_timings(io.read_json(alone))
-
-
-def _without_timings(obj):
-    """A record less its "seconds" (the probe's wall time, the only field that may differ)."""
-    if isinstance(obj, dict):
-        return {k: _without_timings(v) for k, v in obj.items() if k != "seconds"}
-    if isinstance(obj, list):
-        return [_without_timings(v) for v in obj]
-    return obj
+    assert without_timings(io.read_json(probe["out"])) == without_timings(io.read_json(alone))
 
 
 @pytest.mark.parametrize("change", ["settings", "backbone", "code"])
@@ -89,35 +84,33 @@ def test_staged_records_are_never_taken_for_another_job(run, tmp_path, monkeypat
     from vcr import io
 
     out, probe = run
-    target = tmp_path / "eval" / "lbfgs-mini_color.json"
-    args = [out, "lbfgs", probe["datasets"], probe["manifests"], PROBE_SETS,
-            probe["feature_cache"], "cpu"]  # fmt: skip
-    record = {"key": probe_staging.probe_key(*args), "records": [{"test": 0.5}]}
-    io.write_json(probe_staging.staged_path(target), record)
+    call = {**probe, "out": str(tmp_path / "eval" / "lbfgs-mini_color.json")}
+    record = {"key": probe_staging.probe_key(out, call), "records": [{"test": 0.5}]}
+    io.write_json(probe_staging.staged_path(call["out"]), record)
     backbone = out / "backbone.pt"
     weights = backbone.read_bytes()
     try:
         if change == "settings":
-            args[4] = ["num_lambdas=4", "tol=0.001"]
+            call["settings"] = ["num_lambdas=4", "tol=0.001"]
         elif change == "backbone":  # retrained since
             backbone.write_bytes(weights + b"\0")
         else:
             monkeypatch.setattr(probe_staging, "_code_fingerprint", lambda: "other code")
-        assert probe_staging.take_staged(target, *args) is False
+        assert probe_staging.take_staged(out, call) is False
     finally:
         backbone.write_bytes(weights)
-    assert not target.exists() and not probe_staging.staged_path(target).exists()
+    assert not Path(call["out"]).exists()
+    assert not probe_staging.staged_path(call["out"]).exists()
 
 
 def test_staged_records_for_this_job_are_taken(run, tmp_path):
     from vcr import io
 
     out, probe = run
-    target = tmp_path / "eval" / "lbfgs-mini_color.json"
-    args = [out, "lbfgs", probe["datasets"], probe["manifests"], PROBE_SETS,
-            probe["feature_cache"], "cpu"]  # fmt: skip
-    rec = {k: 0 for k in ("scale", "method")}
-    io.write_json(probe_staging.staged_path(target), {"key": probe_staging.probe_key(*args),
-                                                      "records": [rec]})  # fmt: skip
-    with pytest.raises(ValueError, match="misses keys"):  # taken: write_records checks it
-        probe_staging.take_staged(target, *args)
+    call = {**probe, "out": str(tmp_path / "eval" / "lbfgs-mini_color.json")}
+    records = [{**RECORD, "eval_dataset": "mini_color"}]
+    staged = {"key": probe_staging.probe_key(out, call), "records": records}
+    io.write_json(probe_staging.staged_path(call["out"]), staged)
+    assert probe_staging.take_staged(out, call) is True
+    assert io.read_json(call["out"]) == records[0]
+    assert not probe_staging.staged_path(call["out"]).exists()

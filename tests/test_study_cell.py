@@ -11,6 +11,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from record_helpers import without_timings  # noqa: E402
+
 from vcr.records import RunSpec  # noqa: E402
 from vcr.study_cell import run_cell  # noqa: E402
 
@@ -76,14 +78,6 @@ def _one_process_per_job(root: Path, cell: dict) -> None:
         ]) == 0  # fmt: skip
 
 
-def _without_timings(obj):
-    if isinstance(obj, dict):
-        return {k: _without_timings(v) for k, v in obj.items() if k != "seconds"}
-    if isinstance(obj, list):
-        return [_without_timings(v) for v in obj]
-    return obj
-
-
 def test_a_cell_writes_what_one_process_per_job_writes(tmp_path, manifests):
     cell = _cell(tmp_path / "cell", manifests)
     jobs = json.loads(json.dumps(_cell(tmp_path / "jobs", manifests)))  # the --cell JSON trip
@@ -96,7 +90,7 @@ def test_a_cell_writes_what_one_process_per_job_writes(tmp_path, manifests):
         assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
         ra = json.loads(Path(a["probe"]["out"]).read_text())
         rb = json.loads(Path(b["probe"]["out"]).read_text())
-        assert _without_timings(ra) == _without_timings(rb)
+        assert without_timings(ra) == without_timings(rb)
         fa = json.loads((Path(a["out"]) / "final.json").read_text())
         fb = json.loads((Path(b["out"]) / "final.json").read_text())
         assert fa["val_top1"] == fb["val_top1"] and fa["test_top1"] == fb["test_top1"]

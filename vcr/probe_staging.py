@@ -47,71 +47,60 @@ def _code_fingerprint() -> str:
     return h.hexdigest()
 
 
-def probe_key(run_dir, protocol, datasets, manifests, sets, feature_cache, device) -> str:
-    """What a probe job's records depend on: its arguments, the backbone's content, the code."""
+def probe_key(run_dir, call: dict) -> str:
+    """What a probe job's records depend on: its arguments (a ``Plan.probe_call`` dict, less
+    ``out``), the backbone's content, the code."""
     # the backbone's bytes, not its mtime: Snakemake touches a job's outputs after it ends
     backbone = hashlib.sha256(Path(run_dir, "backbone.pt").read_bytes()).hexdigest()
+    cache = call["feature_cache"]
     ident = {
         "run": os.path.normpath(str(run_dir)),
-        "protocol": protocol,
-        "datasets": list(datasets),
-        "manifests": [os.path.normpath(str(m)) for m in manifests],
-        "sets": parse_sets(list(sets)),
-        "feature_cache": None if feature_cache is None else os.path.normpath(str(feature_cache)),
-        "device": device,
+        "protocol": call["protocol"],
+        "datasets": list(call["datasets"]),
+        "manifests": [os.path.normpath(str(m)) for m in call["manifests"]],
+        "sets": parse_sets(list(call["settings"])),
+        "feature_cache": None if cache is None else os.path.normpath(str(cache)),
+        "device": call["device"],
         "backbone": backbone,
         "code": _code_fingerprint(),
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def probe_ahead(run_dir, probes: list[dict], *, threads: int | None = None, log=print) -> None:
-    """Run the probe jobs ``probes`` (vcr.plan.jobs.Plan.probe_call dicts) of the finished run
-    ``run_dir`` here and stage their records; a failure is logged and left to the probe job."""
-    from vcr.cli import set_threads
+def probe_ahead(run_dir, calls: list[dict], *, threads: int | None = None, log=print) -> None:
+    """Run the probe jobs ``calls`` (``Plan.probe_call`` dicts) of the finished run ``run_dir``
+    here and stage their records; a failure is logged and left to the probe job."""
     from vcr.preemption import Preempted
-    from vcr.probes import evaluate_run
+    from vcr.probes import evaluate_call
 
-    for p in probes:
-        args = (p["protocol"], p["datasets"], p["manifests"], p["settings"], p["feature_cache"])
+    for call in calls:
+        name = Path(call["out"]).name
         try:
-            set_threads(threads)
-            records = evaluate_run(
-                run_dir,
-                p["protocol"],
-                p["datasets"],
-                p["manifests"],
-                feature_cache=p["feature_cache"],
-                sets=parse_sets(p["settings"]),
-                device=p["device"],
-            )
-            key = probe_key(run_dir, *args, p["device"])
-            io.write_json(staged_path(p["out"]), {"key": key, "records": records})
-            log(f"probe {Path(p['out']).name}: staged for its probe job", flush=True)
+            records = evaluate_call(run_dir, call, threads=threads)
+            staged = {"key": probe_key(run_dir, call), "records": records}
+            io.write_json(staged_path(call["out"]), staged)
+            log(f"probe {name}: staged for its probe job", flush=True)
         except Preempted:
             raise
         except Exception as e:  # the probe job runs it again and raises it there
-            log(
-                f"probe {Path(p['out']).name} failed here, left to its probe job: {e!r}", flush=True
-            )
+            log(f"probe {name} failed here, left to its probe job: {e!r}", flush=True)
 
 
-def take_staged(out, run_dir, protocol, datasets, manifests, sets, feature_cache, device) -> bool:
-    """Write the staged records of the probe job writing ``out`` to ``out`` when they were made
-    for exactly these arguments, this backbone and this code; True when it did. The staged file
-    is removed either way (a later run of the job probes afresh)."""
+def take_staged(run_dir, call: dict) -> bool:
+    """Write the staged records of the probe job ``call`` to its ``out`` when they were made for
+    exactly its arguments, this backbone and this code; True when it did. The staged file is
+    removed either way (a later run of the job probes afresh)."""
     from vcr.records import write_records
 
-    path = staged_path(out)
+    path = staged_path(call["out"])
     if not path.is_file():
         return False
     try:
         staged = io.read_json(path)
-        key = probe_key(run_dir, protocol, datasets, manifests, sets, feature_cache, device)
-        ok = staged["key"] == key
+        ok = staged["key"] == probe_key(run_dir, call)
     except (OSError, ValueError, KeyError, TypeError):
         ok = False
     if ok:
-        write_records(out, staged["records"])
+        write_records(call["out"], staged["records"])
     path.unlink()
     return ok

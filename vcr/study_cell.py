@@ -24,8 +24,7 @@ from vcr.cli import parse_sets
 def run_cell(cell: dict, *, threads: int | None = None, log=print) -> None:
     """Train, then probe, every run of ``cell`` in order (raises ``vcr.preemption.Preempted``
     from the run a stop signal interrupts; the runs before it are complete)."""
-    from vcr.cli import set_threads
-    from vcr.probes import evaluate_run
+    from vcr.probes import evaluate_call
     from vcr.records import RunSpec, write_records
     from vcr.train import run
 
@@ -42,18 +41,7 @@ def run_cell(cell: dict, *, threads: int | None = None, log=print) -> None:
             device=r["device"],
             threads=threads,
         )
-        p = r["probe"]
-        set_threads(threads)
-        records = evaluate_run(
-            r["out"],
-            p["protocol"],
-            p["datasets"],
-            p["manifests"],
-            feature_cache=p["feature_cache"],
-            sets=parse_sets(p["settings"]),
-            device=p["device"],
-        )
-        write_records(p["out"], records)
+        write_records(r["probe"]["out"], evaluate_call(r["out"], r["probe"], threads=threads))
         log(
             f"study cell {cell['cell']}: run {i} done in {time.perf_counter() - t0:.1f} s",
             flush=True,

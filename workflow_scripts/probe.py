@@ -16,7 +16,7 @@ takes those records instead.
 import argparse
 import sys
 
-from vcr.cli import add_run_evaluation_arguments, parse_sets, set_threads
+from vcr.cli import add_run_evaluation_arguments
 from vcr.names import PROBE_PROTOCOLS
 
 
@@ -32,24 +32,19 @@ def main(argv=None) -> int:
     from vcr.probe_staging import take_staged
 
     # records the run's pretraining job computed for exactly this job (probe_in_pretrain)
-    job = (args.protocol, args.eval_dataset, args.manifest, args.sets, args.feature_cache)
-    if take_staged(args.out, args.run, *job, args.device):
+    call = {
+        "protocol": args.protocol, "datasets": args.eval_dataset, "manifests": args.manifest,
+        "settings": args.sets, "feature_cache": args.feature_cache, "device": args.device,
+        "out": args.out,
+    }  # fmt: skip
+    if take_staged(args.run, call):
         print(f"{args.out}: the records the pretraining job staged for this job", flush=True)
         return 0
 
-    from vcr.probes import evaluate_run
+    from vcr.probes import evaluate_call
     from vcr.records import write_records
 
-    set_threads(args.threads)
-    records = evaluate_run(
-        args.run,
-        args.protocol,
-        args.eval_dataset,
-        args.manifest,
-        feature_cache=args.feature_cache,
-        sets=parse_sets(args.sets),
-        device=args.device,
-    )
+    records = evaluate_call(args.run, call, threads=args.threads)
     write_records(args.out, records)
     return 0
 

@@ -55,7 +55,9 @@ def main(argv=None) -> int:
         if args.derive_figures:
             import yaml
 
-            print(yaml.safe_dump(budget.derive_figures(plan), sort_keys=False, width=1000))
+            from vcr.plan import derive
+
+            print(yaml.safe_dump(derive.derive_figures(plan), sort_keys=False, width=1000))
             return 0
         b = budget.make_budget(plan, args.targets, gpus=args.gpus, cpus=args.cpus)
         print(budget.format_budget(b))

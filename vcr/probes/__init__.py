@@ -35,6 +35,7 @@ from vcr.probes.lbfgs import LAMBDA_GRIDS, LbfgsConfig, lambda_grid, linear_prob
 from vcr.probes.run import (
     COMMON_SETTINGS,
     PROTOCOLS,
+    evaluate_call,
     evaluate_run,
     get_protocol,
     make_config,
@@ -50,6 +51,7 @@ __all__ = [
     "FinetuneConfig",
     "LbfgsConfig",
     "SgdConfig",
+    "evaluate_call",
     "evaluate_run",
     "finetune",
     "get_protocol",

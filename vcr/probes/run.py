@@ -227,3 +227,21 @@ def evaluate_run(
             f"[{info['metric']}] in {extra['seconds']:.1f} s"
         )
     return records
+
+
+def evaluate_call(run_dir, call: dict, *, threads: int | None = None) -> list[dict]:
+    """``evaluate_run`` with the arguments of one probe job as a dict
+    (:meth:`vcr.plan.jobs.Plan.probe_call`: a study cell's runs, ``pretrain.py --then-probe``),
+    at the job's thread count."""
+    from vcr.cli import parse_sets, set_threads
+
+    set_threads(threads)
+    return evaluate_run(
+        run_dir,
+        call["protocol"],
+        call["datasets"],
+        call["manifests"],
+        feature_cache=call["feature_cache"],
+        sets=parse_sets(call["settings"]),
+        device=call["device"],
+    )
